@@ -1,0 +1,564 @@
+"""The decision engine: may this agent do this action on this resource now?
+
+Pure: ``(PolicySet, Request, now) -> Decision``. The only state is the rate limiter's
+counters, which the caller injects (and may share between engines across reloads).
+
+Decision policy (the contract; docs/policies.md explains it to users):
+
+1. A request whose action is not ``verb:object``, or whose resource holds a ``..`` path
+   segment or control characters, is denied before any policy is consulted.
+2. The applicable policies are those whose ``appliesTo`` selectors all match the agent.
+   None applicable -> DENY.
+3. Inside one policy (rule order never matters):
+   a. any matching deny rule -> DENY;
+   b. else, when nothing matches (no allow rule, no approval pattern) and the
+      ``defaultEffect`` is deny (also when absent) -> DENY;
+   c. else, when the policy's ``rateLimits`` counter is full -> RATE_LIMITED;
+   d. else, a match in ``humanInTheLoop.requireApproval`` -> APPROVAL_REQUIRED;
+   e. else, matching allow rules -> ALLOW if at least one is under its own ``rateLimit``
+      condition (or has none), else RATE_LIMITED;
+   f. else (nothing matches, ``defaultEffect: allow``) -> ALLOW.
+   A rule matches when one of its patterns matches the action (or ``action/resource``)
+   and all its conditions hold.
+4. Across policies, the most severe outcome wins: DENY > RATE_LIMITED >
+   APPROVAL_REQUIRED > ALLOW. So a request is allowed only if every applicable policy
+   allows it. The deciding policy is the first (in set order) with that outcome.
+5. Counting: unless the final decision is RATE_LIMITED, the request is counted in every
+   applicable policy's ``rateLimits`` counter that has room (a denied request is still a
+   request), and in the ``rateLimit`` counter of every allow rule that admitted it.
+   ``explain`` computes the same decision and counts nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from meshguard_gateway.policy import DENY, Pattern, Policy, PolicySet, Rule
+from meshguard_gateway.ratelimit import LimitCheck, LimitStatus, RateLimiter, SlidingWindowLimiter
+
+__all__ = ["Agent", "Decision", "Effect", "Engine", "PolicyOutcome", "Request", "RuleMatch", "check_request"]
+
+
+class Effect(str, Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    RATE_LIMITED = "rate_limited"
+    APPROVAL_REQUIRED = "approval_required"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RANK = {Effect.ALLOW: 0, Effect.APPROVAL_REQUIRED: 1, Effect.RATE_LIMITED: 2, Effect.DENY: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """Who asks. ``tags`` may be given as any iterable; it is kept as a frozenset."""
+
+    id: str
+    name: str | None = None
+    trust_tier: str | None = None
+    tags: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tags, frozenset):
+            object.__setattr__(self, "tags", frozenset(self.tags))
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What is asked. ``context`` carries e.g. ``{"sandbox": True}``."""
+
+    agent: Agent
+    action: str
+    resource: str | None = None
+    context: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    """A rule or approval pattern whose pattern matched (``explain`` only). ``applied``
+    is False when a condition did not hold; ``note`` then says which."""
+
+    rule: str
+    effect: str  # "allow" | "deny" | "approval"
+    pattern: str
+    applied: bool = True
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "effect": self.effect, "pattern": self.pattern,
+                               "applied": self.applied}
+        if self.note is not None:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOutcome:
+    """What one applicable policy said."""
+
+    policy: str
+    effect: Effect
+    reason: str
+    rule: str | None = None
+    retry_after: float | None = None
+    limit: str | None = None
+    matched: tuple[RuleMatch, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"policy": self.policy, "decision": self.effect.value, "reason": self.reason,
+                               "rule": self.rule}
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+            out["limit"] = self.limit
+        out["matched"] = [m.to_dict() for m in self.matched]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer. ``policy``/``rule`` name what decided (None when no policy applied
+    or the request itself was refused); ``retry_after``/``limit`` only for RATE_LIMITED;
+    ``details`` only from ``Engine.explain``."""
+
+    effect: Effect
+    reason: str
+    policy: str | None = None
+    rule: str | None = None
+    retry_after: float | None = None
+    limit: str | None = None
+    details: tuple[PolicyOutcome, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect is Effect.ALLOW
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"decision", "allowed", "reason", "policy", "rule"[, "retry_after",
+        "limit"][, "details"]}``."""
+        out: dict[str, Any] = {
+            "decision": self.effect.value,
+            "allowed": self.effect is Effect.ALLOW,
+            "reason": self.reason,
+            "policy": self.policy,
+            "rule": self.rule,
+        }
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+            out["limit"] = self.limit
+        if self.details:
+            out["details"] = [d.to_dict() for d in self.details]
+        return out
+
+
+# --------------------------------------------------------------------------- request checks
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SEGMENTS = re.compile(r"[/\\]")
+
+
+def check_request(action: object, resource: object) -> str | None:
+    """Why this action/resource must be refused before any policy is consulted, or None."""
+    if not isinstance(action, str) or not action:
+        return "the action is missing; give it as 'verb:object' (e.g. 'read:workspace')"
+    if _CONTROL.search(action):
+        return f"the action {action!r} contains control characters"
+    verb, colon, obj = action.partition(":")
+    if not colon or not verb or not obj or "/" in verb:
+        return f"the action '{action}' is not 'verb:object' (e.g. 'read:workspace')"
+    if resource is None:
+        return None
+    if not isinstance(resource, str):
+        return "the resource must be text"
+    if _CONTROL.search(resource):
+        return f"the resource {resource!r} contains control characters; send the canonical resource"
+    if ".." in resource and ".." in _SEGMENTS.split(resource):
+        return (
+            f"the resource '{resource}' contains a '..' path segment; resources must be canonical "
+            "(resolve the path first)"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- index
+
+
+class _Entry:
+    """One pattern of one rule (or approval list) of one policy, as indexed."""
+
+    __slots__ = ("pos", "kind", "rule", "order", "pattern")
+
+    def __init__(self, pos: int, kind: int, rule: Rule | None, order: int, pattern: Pattern) -> None:
+        self.pos = pos  # policy position in the set
+        self.kind = kind  # _DENY_RULE, _APPROVAL, _ALLOW_RULE
+        self.rule = rule
+        self.order = order  # pattern position inside its list (lowest reported)
+        self.pattern = pattern
+
+
+_DENY_RULE, _APPROVAL, _ALLOW_RULE = 0, 1, 2
+
+
+class _Index:
+    """Finds the patterns that can match a subject without looking at the others.
+
+    Patterns without wildcards are looked up by their full text. Patterns with a
+    wildcard are bucketed by their literal prefix (the text before the first wildcard);
+    for a subject we look up each of its prefixes whose length some bucket has, so the
+    work grows with the number of distinct prefix lengths, not with the number of
+    rules. Patterns starting with a wildcard (``*:email``) have the empty prefix and
+    are tried for every subject.
+    """
+
+    def __init__(self, entries: Iterable[_Entry]) -> None:
+        self.exact: dict[str, list[_Entry]] = {}
+        self.prefixed: dict[str, list[_Entry]] = {}
+        for e in entries:
+            if e.pattern.regex is None:
+                self.exact.setdefault(e.pattern.text, []).append(e)
+            else:
+                self.prefixed.setdefault(e.pattern.prefix, []).append(e)
+        self.lengths = tuple(sorted({len(p) for p in self.prefixed}))
+
+    def candidates(self, subject: str) -> Iterable[_Entry]:
+        hit = self.exact.get(subject)
+        if hit:
+            yield from hit
+        n = len(subject)
+        prefixed = self.prefixed
+        for length in self.lengths:
+            if length > n:
+                break
+            bucket = prefixed.get(subject[:length])
+            if bucket:
+                for e in bucket:
+                    if e.pattern.regex.fullmatch(subject) is not None:  # type: ignore[union-attr]
+                        yield e
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class _Matches:
+    """What matched in one policy: the lowest pattern order per rule."""
+
+    __slots__ = ("deny", "allow", "approval", "failed", "trace")
+
+    def __init__(self) -> None:
+        self.deny: dict[int, tuple[Rule, int]] = {}
+        self.allow: dict[int, tuple[Rule, int]] = {}
+        self.approval: int | None = None
+        self.failed: tuple[int, str] | None = None  # (rule index, note) of the first rule whose condition failed
+        self.trace: dict[int, RuleMatch] | None = None  # rule index -> failed condition
+
+
+class Engine:
+    """Decides requests against a policy set. Cheap to query, immutable policies;
+    ``with_policies`` makes the engine for a reloaded set, keeping the counters."""
+
+    def __init__(self, policies: PolicySet | Iterable[Policy], limiter: RateLimiter | None = None) -> None:
+        self.policies = policies if isinstance(policies, PolicySet) else PolicySet(tuple(policies))
+        self.limiter: RateLimiter = limiter if limiter is not None else SlidingWindowLimiter()
+        self._policies = self.policies.policies
+        entries: list[_Entry] = []
+        for pos, policy in enumerate(self._policies):
+            for rule in policy.rules:
+                kind = _DENY_RULE if rule.effect == DENY else _ALLOW_RULE
+                for order, pattern in enumerate(rule.actions):
+                    entries.append(_Entry(pos, kind, rule, order, pattern))
+            for order, pattern in enumerate(policy.require_approval):
+                entries.append(_Entry(pos, _APPROVAL, None, order, pattern))
+        self._index = _Index(entries)
+        self._applicable_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
+
+    def with_policies(self, policies: PolicySet) -> Engine:
+        """A new engine for ``policies`` sharing this engine's rate-limit counters."""
+        return Engine(policies, limiter=self.limiter)
+
+    # -- public
+
+    def decide(self, request: Request, now: float) -> Decision:
+        """Decide and count the request against the rate limits (see module docstring)."""
+        return self._evaluate(request, now, consume=True, trace=False)
+
+    def explain(self, request: Request, now: float) -> Decision:
+        """The decision ``decide`` would give now, with ``details`` filled; counts nothing."""
+        return self._evaluate(request, now, consume=False, trace=True)
+
+    def applicable(self, agent: Agent) -> tuple[Policy, ...]:
+        """The policies that apply to ``agent``, in set order."""
+        return tuple(self._policies[i] for i in self._applicable(agent))
+
+    # -- internals
+
+    def _applicable(self, agent: Agent) -> tuple[int, ...]:
+        key = (agent.id, agent.name, agent.trust_tier, agent.tags)
+        found = self._applicable_cache.get(key)
+        if found is None:
+            found = tuple(
+                pos
+                for pos, p in enumerate(self._policies)
+                if p.applies_to.matches(agent.id, agent.name, agent.trust_tier, agent.tags)
+            )
+            if len(self._applicable_cache) >= 4096:
+                self._applicable_cache.clear()
+            self._applicable_cache[key] = found
+        return found
+
+    def _match(self, request: Request, applicable: tuple[int, ...], trace: bool) -> dict[int, _Matches]:
+        action, resource = request.action, request.resource
+        subjects = (action,) if resource is None else (action, f"{action}/{resource}")
+        wanted = set(applicable) if len(applicable) != len(self._policies) else None
+        sandboxed = bool(request.context) and request.context.get("sandbox") is True  # type: ignore[union-attr]
+        found: dict[int, _Matches] = {}
+        for subject in subjects:
+            for e in self._index.candidates(subject):
+                if wanted is not None and e.pos not in wanted:
+                    continue
+                m = found.get(e.pos)
+                if m is None:
+                    m = found[e.pos] = _Matches()
+                    if trace:
+                        m.trace = {}
+                if e.kind == _APPROVAL:
+                    if m.approval is None or e.order < m.approval:
+                        m.approval = e.order
+                    continue
+                rule = e.rule
+                assert rule is not None
+                target = m.deny if e.kind == _DENY_RULE else m.allow
+                seen = target.get(rule.index)
+                if seen is not None:
+                    if e.order < seen[1]:
+                        target[rule.index] = (rule, e.order)
+                    continue
+                failed = _failed_condition(rule, action, resource, sandboxed)
+                if failed is None:
+                    target[rule.index] = (rule, e.order)
+                else:
+                    if m.failed is None or rule.index < m.failed[0]:
+                        m.failed = (rule.index, f"{rule.describe(e.pattern)}: {failed}")
+                    if not trace:
+                        continue
+                    assert m.trace is not None
+                    m.trace.setdefault(
+                        rule.index, RuleMatch(rule.label(e.pattern), rule.effect, e.pattern.text, False, failed)
+                    )
+        return found
+
+    def _trace(self, pos: int, m: _Matches | None) -> tuple[RuleMatch, ...]:
+        """Everything that matched in one policy, by rule index (for ``explain``)."""
+        if m is None or m.trace is None:
+            return ()
+        out = dict(m.trace)
+        for rule, order in (*m.deny.values(), *m.allow.values()):
+            out[rule.index] = RuleMatch(rule.label(rule.actions[order]), rule.effect, rule.actions[order].text)
+        listed = [out[i] for i in sorted(out)]
+        if m.approval is not None:
+            pattern = self._policies[pos].require_approval[m.approval].text
+            listed.append(RuleMatch("humanInTheLoop.requireApproval", "approval", pattern))
+        return tuple(listed)
+
+    def _evaluate(self, request: Request, now: float, *, consume: bool, trace: bool) -> Decision:
+        refused = check_request(request.action, request.resource)
+        if refused is not None:
+            return Decision(Effect.DENY, f"denied: {refused}")
+        if request.resource == "":
+            request = Request(request.agent, request.action, None, request.context)
+        agent = request.agent
+        applicable = self._applicable(agent)
+        if not applicable:
+            tags = ", ".join(sorted(agent.tags)) or "none"
+            who = agent.name or agent.id
+            return Decision(
+                Effect.DENY,
+                f"denied: no policy applies to agent '{who}' (trust tier {agent.trust_tier or 'none'}, "
+                f"tags: {tags}); nothing is allowed until one does",
+            )
+        found = self._match(request, applicable, trace)
+
+        # The rate-limit counters this request touches.
+        checks: list[LimitCheck] = []
+        owners: list[tuple[int, Rule | None]] = []  # (policy pos, rule or None for the policy counter)
+        agent_key = agent.id
+        for pos in applicable:
+            policy = self._policies[pos]
+            m = found.get(pos)
+            if policy.rate_limit is not None:
+                checks.append(LimitCheck(("policy", agent_key, policy.name), policy.rate_limit.windows))
+                owners.append((pos, None))
+            if m is not None and not m.deny and m.approval is None:
+                for rule, _ in m.allow.values():
+                    if rule.rate_limit is not None:
+                        label = rule.id if rule.id is not None else f"#{rule.index}"
+                        checks.append(LimitCheck(("rule", agent_key, policy.name, label), rule.rate_limit.windows))
+                        owners.append((pos, rule))
+
+        result: list[Decision] = []
+
+        def choose(statuses: list[LimitStatus]) -> list[int]:
+            decision, admitted = self._combine(request, applicable, found, statuses, owners, trace)
+            result.append(decision)
+            if decision.effect is Effect.RATE_LIMITED:
+                return []
+            return [
+                i for i, (pos, rule) in enumerate(owners)
+                if not statuses[i].over and (rule is None or (pos, rule.index) in admitted)
+            ]
+
+        if not checks:
+            return self._combine(request, applicable, found, [], owners, trace)[0]
+        if consume:
+            self.limiter.check_and_hit(checks, choose, now)
+        else:
+            choose(self.limiter.peek(checks, now))
+        return result[0]
+
+    def _combine(
+        self,
+        request: Request,
+        applicable: tuple[int, ...],
+        found: dict[int, _Matches],
+        statuses: list[LimitStatus],
+        owners: list[tuple[int, Rule | None]],
+        trace: bool,
+    ) -> tuple[Decision, set[tuple[int, int]]]:
+        """Each applicable policy's outcome, then the most severe; also which
+        (policy pos, rule index) allow rules admitted the request."""
+        policy_status: dict[int, LimitStatus] = {}
+        rule_status: dict[tuple[int, int], LimitStatus] = {}
+        for (pos, rule), status in zip(owners, statuses):
+            if rule is None:
+                policy_status[pos] = status
+            else:
+                rule_status[(pos, rule.index)] = status
+        admitted: set[tuple[int, int]] = set()
+        outcomes: list[PolicyOutcome] = []
+        worst = -1
+        for pos in applicable:
+            out = self._policy_outcome(pos, request, found.get(pos), policy_status.get(pos), rule_status, admitted)
+            outcomes.append(out)
+            rank = _RANK[out.effect]
+            if rank > worst:
+                worst = rank
+        effect = next(o.effect for o in outcomes if _RANK[o.effect] == worst)
+        deciding = [o for o in outcomes if o.effect is effect]
+        first = deciding[0]
+        details = tuple(outcomes) if trace else ()
+        if effect is Effect.RATE_LIMITED:
+            slowest = max(deciding, key=lambda o: o.retry_after or 0.0)
+            decision = Decision(effect, slowest.reason, slowest.policy, slowest.rule, slowest.retry_after,
+                                slowest.limit, details)
+        elif len(deciding) == 1:
+            decision = Decision(effect, first.reason, first.policy, first.rule, details=details)
+        else:
+            decision = Decision(effect, "; ".join(o.reason for o in deciding), first.policy, first.rule,
+                                details=details)
+        return decision, admitted
+
+    def _policy_outcome(
+        self,
+        pos: int,
+        request: Request,
+        m: _Matches | None,
+        own_status: LimitStatus | None,
+        rule_status: dict[tuple[int, int], LimitStatus],
+        admitted: set[tuple[int, int]],
+    ) -> PolicyOutcome:
+        policy = self._policies[pos]
+        name = policy.name
+        matched = self._trace(pos, m)
+        if m is not None and m.deny:
+            rule, order = min(m.deny.values(), key=lambda ro: ro[0].index)
+            pattern = rule.actions[order]
+            reason = f"denied by {rule.describe(pattern)} in policy '{name}'"
+            if rule.reason:
+                reason += f": {rule.reason}"
+            return PolicyOutcome(name, Effect.DENY, reason, rule.label(pattern), matched=matched)
+        has_allow = m is not None and bool(m.allow)
+        has_approval = m is not None and m.approval is not None
+        if not has_allow and not has_approval and policy.default_effect == DENY:
+            return PolicyOutcome(name, Effect.DENY, _no_rule(request, name, "deny", m), matched=matched)
+        if own_status is not None and own_status.over:
+            return PolicyOutcome(
+                name,
+                Effect.RATE_LIMITED,
+                f"rate limit exceeded: {own_status.limit} (policy '{name}')",
+                retry_after=own_status.retry_after,
+                limit=own_status.limit,
+                matched=matched,
+            )
+        if has_approval:
+            assert m is not None and m.approval is not None
+            pattern = policy.require_approval[m.approval].text
+            return PolicyOutcome(
+                name,
+                Effect.APPROVAL_REQUIRED,
+                f"approval required: '{request.action}' matches '{pattern}' in humanInTheLoop.requireApproval "
+                f"of policy '{name}'",
+                "humanInTheLoop.requireApproval",
+                matched=matched,
+            )
+        if has_allow:
+            assert m is not None
+            best: tuple[Rule, int] | None = None
+            slowest: tuple[Rule, int, LimitStatus] | None = None
+            for rule, order in m.allow.values():
+                status = rule_status.get((pos, rule.index)) if rule.rate_limit is not None else None
+                if status is not None and status.over:
+                    if slowest is None or status.retry_after < slowest[2].retry_after:
+                        slowest = (rule, order, status)
+                    continue
+                admitted.add((pos, rule.index))
+                if best is None or rule.index < best[0].index:
+                    best = (rule, order)
+            if best is not None:
+                rule, order = best
+                pattern = rule.actions[order]
+                reason = f"allowed by {rule.describe(pattern)} in policy '{name}'"
+                if rule.reason:
+                    reason += f": {rule.reason}"
+                return PolicyOutcome(name, Effect.ALLOW, reason, rule.label(pattern), matched=matched)
+            assert slowest is not None
+            rule, order, status = slowest
+            pattern = rule.actions[order]
+            return PolicyOutcome(
+                name,
+                Effect.RATE_LIMITED,
+                f"rate limit exceeded: {status.limit} ({rule.describe(pattern)} in policy '{name}')",
+                rule.label(pattern),
+                retry_after=status.retry_after,
+                limit=status.limit,
+                matched=matched,
+            )
+        return PolicyOutcome(name, Effect.ALLOW, _no_rule(request, name, "allow", m), matched=matched)
+
+
+def _no_rule(request: Request, policy: str, effect: str, m: _Matches | None) -> str:
+    on = f" on '{request.resource}'" if request.resource is not None else ""
+    if m is not None and m.failed is not None:
+        return (f"no rule applies to '{request.action}'{on} ({m.failed[1]}); "
+                f"default effect of policy '{policy}' is {effect}")
+    return f"no rule matches '{request.action}'{on}; default effect of policy '{policy}' is {effect}"
+
+
+def _failed_condition(rule: Rule, action: str, resource: str | None, sandboxed: bool) -> str | None:
+    """None when every condition of ``rule`` holds, else what did not."""
+    rp = rule.resource_pattern
+    if rp is not None:
+        if resource is None:
+            return f"condition resourcePattern '{rp.text}' needs a resource; none was given"
+        obj = action.partition(":")[2].split("/", 1)[0]
+        if not rp.matches(resource) and not rp.matches(f"{obj}/{resource}"):
+            return f"condition resourcePattern '{rp.text}' does not match '{resource}'"
+    if rule.sandbox is not None and rule.sandbox != sandboxed:
+        want = "true" if rule.sandbox else "false"
+        got = "true" if sandboxed else "false or unknown"
+        return f"condition sandbox: {want} does not hold (context.sandbox is {got})"
+    return None

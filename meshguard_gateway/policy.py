@@ -1,0 +1,752 @@
+"""The policy language: MeshGuard's YAML policy files -> immutable ``Policy`` objects.
+
+Pure except for ``load_policies``, which reads files. Validation reports every problem
+in a source at once, each located by file, line, column, rule and key, and a set of
+sources loads all-or-nothing: on any error, ``PolicyError`` is raised and nothing is
+returned (so a caller's previous set stays in force).
+
+Patterns are ``verb:object`` optionally followed by ``/path``. ``*`` matches any run of
+characters (including ``/`` and ``:``), ``?`` exactly one; matching is anchored and
+case-sensitive. No other character is special. See docs/policies.md for the semantics.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from meshguard_gateway.errors import PolicyError, Problem
+
+__all__ = [
+    "ALLOW",
+    "DENY",
+    "TRUST_TIERS",
+    "AppliesTo",
+    "Pattern",
+    "Policy",
+    "PolicySet",
+    "RateLimit",
+    "Rule",
+    "compile_pattern",
+    "load_policies",
+    "parse_policies",
+    "parse_policy",
+]
+
+ALLOW = "allow"
+DENY = "deny"
+EFFECTS = (ALLOW, DENY)
+TRUST_TIERS = ("unverified", "verified", "trusted", "privileged")
+
+POLICY_KEYS = (
+    "appliesTo",
+    "defaultEffect",
+    "delegation",
+    "description",
+    "humanInTheLoop",
+    "name",
+    "rateLimits",
+    "rules",
+    "version",
+)
+RULE_KEYS = ("actions", "conditions", "description", "effect", "id", "reason")
+CONDITION_KEYS = ("rateLimit", "resourcePattern", "sandbox")
+APPLIES_TO_KEYS = ("agentIds", "tags", "trustTiers")
+LIMIT_KEYS = ("requestsPerHour", "requestsPerMinute")
+HITL_KEYS = ("requireApproval",)
+
+_SPECIAL = frozenset("*?")
+_FORBIDDEN_IN_PATTERN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_BRACKETS = frozenset("[]{}")
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A compiled glob. ``prefix`` is the literal text before the first wildcard,
+    ``regex`` is None when the pattern has no wildcard (then it matches itself only)."""
+
+    text: str
+    prefix: str
+    regex: re.Pattern[str] | None
+
+    def matches(self, subject: str) -> bool:
+        if self.regex is None:
+            return subject == self.text
+        return self.regex.fullmatch(subject) is not None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def compile_pattern(text: str) -> Pattern:
+    """Compile a glob where only ``*`` (any run) and ``?`` (one character) are special."""
+    first = next((i for i, ch in enumerate(text) if ch in _SPECIAL), None)
+    if first is None:
+        return Pattern(text, text, None)
+    parts = []
+    for ch in text:
+        if ch == "*":
+            if not parts or parts[-1] != ".*":  # collapse runs of '*'
+                parts.append(".*")
+        elif ch == "?":
+            parts.append(".")
+        else:
+            parts.append(re.escape(ch))
+    return Pattern(text, text[:first], re.compile("".join(parts), re.DOTALL))
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``per_minute`` in any 60 s window and ``per_hour`` in any 3600 s window."""
+
+    per_minute: int | None = None
+    per_hour: int | None = None
+
+    @property
+    def windows(self) -> tuple[tuple[float, int], ...]:
+        """(window seconds, max requests) pairs, shortest window first."""
+        out: list[tuple[float, int]] = []
+        if self.per_minute is not None:
+            out.append((60.0, self.per_minute))
+        if self.per_hour is not None:
+            out.append((3600.0, self.per_hour))
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, int]:
+        out = {}
+        if self.per_minute is not None:
+            out["requestsPerMinute"] = self.per_minute
+        if self.per_hour is not None:
+            out["requestsPerHour"] = self.per_hour
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule. ``index`` is 1-based in file order; order never changes a decision."""
+
+    index: int
+    effect: str
+    actions: tuple[Pattern, ...]
+    id: str | None = None
+    reason: str | None = None
+    description: str | None = None
+    resource_pattern: Pattern | None = None
+    sandbox: bool | None = None
+    rate_limit: RateLimit | None = None
+    line: int | None = None
+
+    def label(self, pattern: Pattern | str | None = None) -> str:
+        """How decisions name the rule: its id, else ``#3 (execute:shell)``."""
+        if self.id is not None:
+            return self.id
+        shown = pattern if pattern is not None else self.actions[0]
+        return f"#{self.index} ({shown})"
+
+    def describe(self, pattern: Pattern | str | None = None) -> str:
+        """``rule 'deny-shell' (execute:shell)`` or ``rule #3 (execute:shell)``."""
+        shown = pattern if pattern is not None else self.actions[0]
+        if self.id is not None:
+            return f"rule '{self.id}' ({shown})"
+        return f"rule #{self.index} ({shown})"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.id is not None:
+            out["id"] = self.id
+        out["effect"] = self.effect
+        out["actions"] = [p.text for p in self.actions]
+        conditions: dict[str, Any] = {}
+        if self.resource_pattern is not None:
+            conditions["resourcePattern"] = self.resource_pattern.text
+        if self.sandbox is not None:
+            conditions["sandbox"] = self.sandbox
+        if self.rate_limit is not None:
+            conditions["rateLimit"] = self.rate_limit.to_dict()
+        if conditions:
+            out["conditions"] = conditions
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.description is not None:
+            out["description"] = self.description
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AppliesTo:
+    """Selectors; every one given must match. None means "not given" (matches all)."""
+
+    agent_ids: frozenset[str] | None = None
+    trust_tiers: frozenset[str] | None = None
+    tags: frozenset[str] | None = None
+
+    def matches(self, agent_id: str, agent_name: str | None, trust_tier: str | None, tags: frozenset[str]) -> bool:
+        if self.agent_ids is not None and agent_id not in self.agent_ids and agent_name not in self.agent_ids:
+            return False
+        if self.trust_tiers is not None and trust_tier not in self.trust_tiers:
+            return False
+        if self.tags is not None and not self.tags <= tags:
+            return False
+        return True
+
+    def to_dict(self) -> dict[str, list[str]]:
+        out = {}
+        if self.agent_ids is not None:
+            out["agentIds"] = sorted(self.agent_ids)
+        if self.trust_tiers is not None:
+            out["trustTiers"] = sorted(self.trust_tiers)
+        if self.tags is not None:
+            out["tags"] = sorted(self.tags)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One policy file. ``text`` is the YAML it came from (None when built in code)."""
+
+    name: str
+    rules: tuple[Rule, ...] = ()
+    version: str | None = None
+    description: str | None = None
+    applies_to: AppliesTo = field(default_factory=AppliesTo)
+    default_effect: str = DENY
+    rate_limit: RateLimit | None = None
+    require_approval: tuple[Pattern, ...] = ()
+    delegation: Any = None
+    source: str = "<string>"
+    text: str | None = field(default=None, repr=False)
+    warnings: tuple[Problem, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """MeshGuard's policy format (camelCase keys), JSON-ready, plus ``source``."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.version is not None:
+            out["version"] = self.version
+        if self.description is not None:
+            out["description"] = self.description
+        out["appliesTo"] = self.applies_to.to_dict()
+        out["rules"] = [r.to_dict() for r in self.rules]
+        out["defaultEffect"] = self.default_effect
+        if self.rate_limit is not None:
+            out["rateLimits"] = self.rate_limit.to_dict()
+        if self.require_approval:
+            out["humanInTheLoop"] = {"requireApproval": [p.text for p in self.require_approval]}
+        if self.delegation is not None:
+            out["delegation"] = self.delegation
+        out["source"] = self.source
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """An immutable, validated set of policies with unique names, in load order."""
+
+    policies: tuple[Policy, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for p in self.policies:
+            if p.name in seen:
+                raise PolicyError(
+                    [Problem(p.source, f"policy name '{p.name}' is already used by {seen[p.name]}; "
+                             "policy names must be unique", key="name")]
+                )
+            seen[p.name] = p.source
+
+    def __iter__(self) -> Iterator[Policy]:
+        return iter(self.policies)
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def __contains__(self, name: object) -> bool:
+        return any(p.name == name for p in self.policies)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.policies)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(w for p in self.policies for w in p.warnings)
+
+    def get(self, name: str) -> Policy | None:
+        return next((p for p in self.policies if p.name == name), None)
+
+    def with_policy(self, policy: Policy) -> PolicySet:
+        """A new set with ``policy`` added, or replacing the one of the same name in place."""
+        if policy.name in self:
+            return PolicySet(tuple(policy if p.name == policy.name else p for p in self.policies))
+        return PolicySet((*self.policies, policy))
+
+    def without(self, name: str) -> PolicySet:
+        return PolicySet(tuple(p for p in self.policies if p.name != name))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _loader_class() -> type:
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _kind(node: Node) -> str:
+    """What a YAML node is, for 'got ...' in messages."""
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    tag = node.tag.rsplit(":", 1)[-1]
+    value = node.value
+    if tag == "str":
+        return f"text '{value}'"
+    if tag == "null":
+        return "nothing (null)"
+    if tag == "bool":
+        return f"{value}"
+    return f"{tag} {value}"
+
+
+class _Parser:
+    """Walks a composed YAML tree so that every problem keeps its line and column."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    # -- reporting
+
+    def problem(self, node: Node | None, message: str, *, rule: str | None = None, key: str | None = None) -> None:
+        line = col = None
+        if node is not None:
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        self.problems.append(Problem(self.source, message, line, col, rule, key))
+
+    def warn(self, node: Node | None, message: str, *, key: str | None = None) -> None:
+        line = col = None
+        if node is not None:
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        self.warnings.append(Problem(self.source, message, line, col, None, key))
+
+    # -- helpers
+
+    def value(self, node: Node) -> Any:
+        return self.constructor.construct_object(node, deep=True)
+
+    def mapping(
+        self, node: Node, known: tuple[str, ...], what: str, *, rule: str | None = None, key: str | None = None,
+        unknown_word: str = "key",
+    ) -> dict[str, tuple[Node, Node]] | None:
+        """The entries of a mapping node as {key: (key node, value node)}; reports
+        non-mappings, non-text keys, duplicate and unknown keys."""
+        if not isinstance(node, MappingNode):
+            self.problem(node, f"{what} must be a mapping (key: value), got {_kind(node)}", rule=rule, key=key)
+            return None
+        out: dict[str, tuple[Node, Node]] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, ScalarNode) or knode.tag.rsplit(":", 1)[-1] != "str":
+                self.problem(knode, f"{what} has a key that is not text: {_kind(knode)}", rule=rule, key=key)
+                continue
+            name = knode.value
+            full = f"{key}.{name}" if key else name
+            if name in out:
+                first = out[name][0].start_mark.line + 1
+                self.problem(knode, f"duplicate key '{name}' (first given on line {first})", rule=rule, key=full)
+                continue
+            if name not in known:
+                self.problem(
+                    knode,
+                    f"unknown {unknown_word} '{name}' in {what} (known: {', '.join(known)})",
+                    rule=rule,
+                    key=full,
+                )
+                continue
+            out[name] = (knode, vnode)
+        return out
+
+    def text(self, node: Node, key: str, *, rule: str | None = None, allow_numbers: bool = False) -> str | None:
+        if isinstance(node, ScalarNode):
+            tag = node.tag.rsplit(":", 1)[-1]
+            if tag == "str" or (allow_numbers and tag in ("int", "float")):
+                if tag == "str" and not node.value.strip():
+                    self.problem(node, f"'{key}' must not be empty", rule=rule, key=key)
+                    return None
+                return str(node.value)
+        self.problem(node, f"'{key}' must be text, got {_kind(node)}", rule=rule, key=key)
+        return None
+
+    def text_list(self, node: Node, key: str) -> frozenset[str] | None:
+        if not isinstance(node, SequenceNode):
+            self.problem(node, f"'{key}' must be a list of text, got {_kind(node)}", key=key)
+            return None
+        if not node.value:
+            self.problem(node, f"'{key}' is empty; remove it to select every agent", key=key)
+            return None
+        out = set()
+        for item in node.value:
+            v = self.text(item, key)
+            if v is not None:
+                out.add(v)
+        return frozenset(out)
+
+    def pattern(self, node: Node, key: str, *, rule: str | None = None, qualified: bool = True) -> Pattern | None:
+        if not isinstance(node, ScalarNode) or node.tag.rsplit(":", 1)[-1] != "str":
+            self.problem(node, f"pattern must be text, got {_kind(node)}", rule=rule, key=key)
+            return None
+        text = node.value
+        what = f"pattern '{text}'"
+        if not text:
+            self.problem(node, "pattern must not be empty", rule=rule, key=key)
+            return None
+        if _FORBIDDEN_IN_PATTERN.search(text):
+            self.problem(node, f"{what} contains whitespace or control characters", rule=rule, key=key)
+            return None
+        if _BRACKETS & set(text):
+            self.problem(
+                node, f"{what} contains one of '[]{{}}'; only '*' and '?' are wildcards", rule=rule, key=key
+            )
+            return None
+        if qualified:
+            verb, colon, rest = text.partition(":")
+            obj = rest.split("/", 1)[0]
+            if not colon or not verb or not obj or "/" in verb:
+                hint = " (to match everything write '*:*')" if text.strip("*") == "" else ""
+                self.problem(
+                    node,
+                    f"{what} is not 'verb:object' or 'verb:object/path'{hint}",
+                    rule=rule,
+                    key=key,
+                )
+                return None
+        return compile_pattern(text)
+
+    def pattern_list(self, node: Node, key: str, *, rule: str | None = None) -> tuple[Pattern, ...] | None:
+        if isinstance(node, ScalarNode) and node.tag.rsplit(":", 1)[-1] == "str":
+            self.problem(
+                node,
+                f"'{key}' must be a list of patterns, got {_kind(node)}; write it as a list: ['{node.value}']",
+                rule=rule,
+                key=key,
+            )
+            return None
+        if not isinstance(node, SequenceNode):
+            self.problem(node, f"'{key}' must be a list of patterns, got {_kind(node)}", rule=rule, key=key)
+            return None
+        if not node.value:
+            self.problem(node, f"'{key}' is empty; list at least one 'verb:object' pattern", rule=rule, key=key)
+            return None
+        out = []
+        ok = True
+        for item in node.value:
+            p = self.pattern(item, key, rule=rule)
+            if p is None:
+                ok = False
+            else:
+                out.append(p)
+        return tuple(out) if ok else None
+
+    def effect(self, node: Node, key: str, *, rule: str | None = None) -> str | None:
+        if isinstance(node, ScalarNode) and node.tag.rsplit(":", 1)[-1] == "str" and node.value in EFFECTS:
+            return str(node.value)
+        self.problem(node, f"'{key}' must be 'allow' or 'deny', got {_kind(node)}", rule=rule, key=key)
+        return None
+
+    def rate_limit(self, node: Node, key: str, *, rule: str | None = None) -> RateLimit | None:
+        entries = self.mapping(node, LIMIT_KEYS, f"'{key}'", rule=rule, key=key)
+        if entries is None:
+            return None
+        if not entries:
+            if isinstance(node, MappingNode) and not node.value:
+                self.problem(node, f"'{key}' is empty; give requestsPerMinute and/or requestsPerHour",
+                             rule=rule, key=key)
+            return None
+        values: dict[str, int] = {}
+        for name, (_, vnode) in entries.items():
+            full = f"{key}.{name}"
+            tag = vnode.tag.rsplit(":", 1)[-1] if isinstance(vnode, ScalarNode) else ""
+            if tag != "int":
+                self.problem(vnode, f"'{name}' must be a positive whole number, got {_kind(vnode)}",
+                             rule=rule, key=full)
+                continue
+            n = self.value(vnode)
+            if n <= 0:
+                self.problem(vnode, f"'{name}' must be a positive whole number, got {n}", rule=rule, key=full)
+                continue
+            values[name] = n
+        if len(values) != len(entries):
+            return None
+        return RateLimit(values.get("requestsPerMinute"), values.get("requestsPerHour"))
+
+    # -- the document
+
+    def policy(self, root: Node, text: str) -> Policy | None:
+        entries = self.mapping(root, POLICY_KEYS, "the policy")
+        if entries is None:
+            return None
+        name = None
+        if "name" not in entries:
+            self.problem(root, "missing required key 'name'", key="name")
+        else:
+            name = self.text(entries["name"][1], "name")
+        version = description = None
+        if "version" in entries:
+            version = self.text(entries["version"][1], "version", allow_numbers=True)
+        if "description" in entries:
+            description = self.text(entries["description"][1], "description")
+        applies_to = AppliesTo()
+        if "appliesTo" in entries:
+            applies_to = self.applies_to(entries["appliesTo"][1]) or applies_to
+        default_effect = DENY
+        if "defaultEffect" in entries:
+            default_effect = self.effect(entries["defaultEffect"][1], "defaultEffect") or DENY
+        rate_limit = None
+        if "rateLimits" in entries:
+            rate_limit = self.rate_limit(entries["rateLimits"][1], "rateLimits")
+        approval: tuple[Pattern, ...] = ()
+        if "humanInTheLoop" in entries:
+            approval = self.human_in_the_loop(entries["humanInTheLoop"][1])
+        delegation = None
+        if "delegation" in entries:
+            knode, vnode = entries["delegation"]
+            delegation = self.value(vnode)
+            self.warn(knode, "'delegation' is accepted but not enforced by this gateway", key="delegation")
+        rules: list[Rule] = []
+        if "rules" not in entries:
+            self.problem(root, "missing required key 'rules' (a list; it may be empty: rules: [])", key="rules")
+        else:
+            rules = self.rules(entries["rules"][1])
+        if self.problems or name is None:
+            return None
+        return Policy(
+            name=name,
+            rules=tuple(rules),
+            version=version,
+            description=description,
+            applies_to=applies_to,
+            default_effect=default_effect,
+            rate_limit=rate_limit,
+            require_approval=approval,
+            delegation=delegation,
+            source=self.source,
+            text=text,
+            warnings=tuple(self.warnings),
+        )
+
+    def applies_to(self, node: Node) -> AppliesTo | None:
+        entries = self.mapping(node, APPLIES_TO_KEYS, "'appliesTo'", key="appliesTo")
+        if entries is None:
+            return None
+        got: dict[str, frozenset[str] | None] = {}
+        for name, (_, vnode) in entries.items():
+            got[name] = self.text_list(vnode, f"appliesTo.{name}")
+        tiers = got.get("trustTiers")
+        if tiers:
+            for item in entries["trustTiers"][1].value:
+                if isinstance(item, ScalarNode) and item.value not in TRUST_TIERS and item.value in tiers:
+                    self.problem(
+                        item,
+                        f"unknown trust tier '{item.value}' (known: {', '.join(TRUST_TIERS)})",
+                        key="appliesTo.trustTiers",
+                    )
+        return AppliesTo(got.get("agentIds"), tiers, got.get("tags"))
+
+    def human_in_the_loop(self, node: Node) -> tuple[Pattern, ...]:
+        entries = self.mapping(node, HITL_KEYS, "'humanInTheLoop'", key="humanInTheLoop")
+        if not entries or "requireApproval" not in entries:
+            if entries is not None:
+                self.problem(node, "'humanInTheLoop' needs 'requireApproval' (a list of patterns)",
+                             key="humanInTheLoop")
+            return ()
+        return self.pattern_list(entries["requireApproval"][1], "humanInTheLoop.requireApproval") or ()
+
+    def rules(self, node: Node) -> list[Rule]:
+        if not isinstance(node, SequenceNode):
+            self.problem(node, f"'rules' must be a list of rules, got {_kind(node)}", key="rules")
+            return []
+        rules = []
+        ids: dict[str, int] = {}
+        for index, rnode in enumerate(node.value, start=1):
+            rule = self.rule(rnode, index, ids)
+            if rule is not None:
+                rules.append(rule)
+        return rules
+
+    def rule(self, node: Node, index: int, ids: dict[str, int]) -> Rule | None:
+        label = str(index)
+        before = len(self.problems)
+        if isinstance(node, MappingNode):
+            for knode, vnode in node.value:  # name the rule by its id in every message
+                if isinstance(knode, ScalarNode) and knode.value == "id" and isinstance(vnode, ScalarNode):
+                    if vnode.tag.rsplit(":", 1)[-1] == "str" and vnode.value.strip():
+                        label = f"{index} ('{vnode.value}')"
+                    break
+        entries = self.mapping(node, RULE_KEYS, "a rule", rule=label)
+        if entries is None:
+            return None
+        rule_id = None
+        if "id" in entries:
+            knode, vnode = entries["id"]
+            rule_id = self.text(vnode, "id", rule=label)
+            if rule_id is not None:
+                if rule_id in ids:
+                    self.problem(vnode, f"duplicate rule id '{rule_id}' (also rule {ids[rule_id]})",
+                                 rule=label, key="id")
+                ids.setdefault(rule_id, index)
+        effect = None
+        if "effect" not in entries:
+            self.problem(node, "missing required key 'effect' ('allow' or 'deny')", rule=label, key="effect")
+        else:
+            effect = self.effect(entries["effect"][1], "effect", rule=label)
+        actions = None
+        if "actions" not in entries:
+            self.problem(node, "missing required key 'actions' (a list of 'verb:object' patterns)",
+                         rule=label, key="actions")
+        else:
+            actions = self.pattern_list(entries["actions"][1], "actions", rule=label)
+        reason = description = None
+        if "reason" in entries:
+            reason = self.text(entries["reason"][1], "reason", rule=label)
+        if "description" in entries:
+            description = self.text(entries["description"][1], "description", rule=label)
+        resource_pattern = sandbox = rate_limit = None
+        if "conditions" in entries:
+            cond = self.mapping(entries["conditions"][1], CONDITION_KEYS, "'conditions'", rule=label,
+                                key="conditions", unknown_word="condition")
+            for name, (knode, vnode) in (cond or {}).items():
+                key = f"conditions.{name}"
+                if name == "resourcePattern":
+                    resource_pattern = self.pattern(vnode, key, rule=label, qualified=False)
+                elif name == "sandbox":
+                    if isinstance(vnode, ScalarNode) and vnode.tag.rsplit(":", 1)[-1] == "bool":
+                        sandbox = bool(self.value(vnode))
+                    else:
+                        self.problem(vnode, f"'sandbox' must be true or false, got {_kind(vnode)}",
+                                     rule=label, key=key)
+                elif name == "rateLimit":
+                    rate_limit = self.rate_limit(vnode, key, rule=label)
+                    if effect == DENY:
+                        self.problem(knode, "'rateLimit' only applies to allow rules (a deny rule always denies)",
+                                     rule=label, key=key)
+        if len(self.problems) != before or effect is None or actions is None:
+            return None
+        return Rule(
+            index=index,
+            effect=effect,
+            actions=actions,
+            id=rule_id,
+            reason=reason,
+            description=description,
+            resource_pattern=resource_pattern,
+            sandbox=sandbox,
+            rate_limit=rate_limit,
+            line=node.start_mark.line + 1,
+        )
+
+
+def _parse(text: str, source: str) -> tuple[Policy | None, list[Problem]]:
+    parser = _Parser(source)
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_loader_class()))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            what = f"{exc.context}: {exc.problem}" if "while" not in exc.context else exc.problem
+        line = mark.line + 1 if mark is not None else None
+        col = mark.column + 1 if mark is not None else None
+        return None, [Problem(source, f"YAML syntax error: {what}", line, col)]
+    except yaml.YAMLError as exc:  # e.g. a reader error on a bad character
+        return None, [Problem(source, f"YAML error: {exc}")]
+    if not nodes or nodes[0] is None:
+        return None, [Problem(source, "the file is empty; a policy needs at least 'name' and 'rules'")]
+    if len(nodes) > 1:
+        second = nodes[1]
+        line = second.start_mark.line + 1 if second is not None else None
+        return None, [Problem(source, "one policy per file: found more than one YAML document ('---')", line)]
+    policy = parser.policy(nodes[0], text)
+    return policy, parser.problems
+
+
+def parse_policy(text: str, source: str = "<string>") -> Policy:
+    """Parse and validate one policy; raise ``PolicyError`` listing every problem."""
+    policy, problems = _parse(text, source)
+    if problems or policy is None:
+        raise PolicyError(problems or [Problem(source, "the policy did not load")])
+    return policy
+
+
+def parse_policies(sources: Mapping[str, str] | Iterable[tuple[str, str]]) -> PolicySet:
+    """Parse several (source, text) policies into one set, all-or-nothing: any problem
+    in any source (including a policy name used twice) raises ``PolicyError`` with all of them."""
+    items = sources.items() if isinstance(sources, Mapping) else sources
+    policies: list[Policy] = []
+    problems: list[Problem] = []
+    seen: dict[str, Policy] = {}
+    for source, text in items:
+        policy, found = _parse(text, source)
+        problems.extend(found)
+        if policy is None:
+            continue
+        if policy.name in seen:
+            line = _name_line(policy.text or "")
+            problems.append(
+                Problem(
+                    source,
+                    f"policy name '{policy.name}' is already used by {seen[policy.name].source}; "
+                    "policy names must be unique",
+                    line,
+                    key="name",
+                )
+            )
+            continue
+        seen[policy.name] = policy
+        policies.append(policy)
+    if problems:
+        raise PolicyError(problems)
+    return PolicySet(tuple(policies))
+
+
+def _name_line(text: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("name:"):
+            return number
+    return None
+
+
+def load_policies(path: str | os.PathLike[str]) -> PolicySet:
+    """Load one policy file, or every ``*.yaml``/``*.yml`` file in a directory (not
+    recursive, in name order, hidden files skipped). All-or-nothing."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(
+            f for f in p.iterdir()
+            if f.suffix in (".yaml", ".yml") and not f.name.startswith(".") and f.is_file()
+        )
+    elif p.exists():
+        files = [p]
+    else:
+        raise PolicyError([Problem(str(p), "no such file or directory; give a policy file or a directory of them")])
+    texts: list[tuple[str, str]] = []
+    problems: list[Problem] = []
+    for f in files:
+        try:
+            texts.append((str(f), f.read_text(encoding="utf-8")))
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(str(f), f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+        except OSError as exc:
+            problems.append(Problem(str(f), f"cannot read: {exc.strerror or exc}"))
+    if problems:
+        raise PolicyError(problems)
+    return parse_policies(texts)
