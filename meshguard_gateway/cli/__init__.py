@@ -2,15 +2,23 @@
 
 Lazy loading keeps `meshguard --help` fast and lets `meshguard gateway start` run
 without importing the HTTP client code (and vice versa).
+
+Exit statuses (MeshGuard's): 0 ok, 1 error, 2 bad arguments, 3 authentication,
+4 policy denied, 5 network. Expected failures print one line on stderr, never a traceback;
+they are raised as `cli._errors.CLIError` subclasses, or translated here once.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import click
 
 from meshguard_gateway import __version__
+from meshguard_gateway.cli._errors import CLIError, NetworkError
+from meshguard_gateway.cli._options import common_options
 
 # noun -> (module, one-line help). Each module defines a click group or command named `cli`.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,6 +29,17 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "approval": ("meshguard_gateway.cli.approval", "List, approve and deny pending approvals."),
     "config": ("meshguard_gateway.cli.config", "Show and change CLI settings."),
 }
+
+
+def _translate(exc: Exception) -> CLIError | None:
+    """An expected failure that escaped a command, as the one-line error it should have been."""
+    errors = sys.modules.get("meshguard_gateway.errors")
+    if errors is not None and isinstance(exc, errors.MeshGuardError):
+        return CLIError(str(exc))
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.TransportError):
+        return NetworkError(f"cannot talk to the MeshGuard gateway: {exc}")
+    return None
 
 
 class _LazyGroup(click.Group):
@@ -39,8 +58,29 @@ class _LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - translated or re-raised unchanged
+            translated = _translate(exc)
+            if translated is None:
+                raise
+            raise translated from None
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        # `python -m meshguard_gateway` should say "Usage: meshguard ...", like the script.
+        kwargs.setdefault("prog_name", "meshguard")
+        return super().main(*args, **kwargs)
+
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meshguard")
+@common_options
 def main() -> None:
-    """MeshGuard gateway and command-line tool for governed AutoGPT agents."""
+    """MeshGuard gateway and command-line tool for governed AutoGPT agents.
+
+    \b
+    Settings: flags > MESHGUARD_URL / MESHGUARD_ADMIN_TOKEN > ~/.config/meshguard/config.json
+    > a gateway started on this machine (./.meshguard, last-gateway) > http://localhost:3100.
+    Exit status: 0 ok, 1 error, 2 bad arguments, 3 authentication, 4 policy denied, 5 network.
+    """
