@@ -1,0 +1,1569 @@
+#!/usr/bin/env python3
+"""MeshGuard for AutoGPT: run AutoGPT with every command checked, recorded, refusable and revocable.
+
+Usage::
+
+    python meshguard_autogpt.py [--meshguard-OPTION ...] [AutoGPT's own arguments]
+    python meshguard_autogpt.py --continuous --ai-settings ai_settings.yaml   # for example
+
+The launcher patches AutoGPT's command *dispatcher* (not the command functions: replacing those
+governs nothing in a real AutoGPT), so every built-in, plugin-provided and unknown command is first
+checked with a MeshGuard gateway (``POST /proxy/governance/check``), runs only on an explicit allow,
+and has its outcome recorded (``POST /proxy/governance/record``). Everything that is not a
+``--meshguard-...`` option goes to AutoGPT unchanged.
+
+With no gateway configured (neither MESHGUARD_URL nor a token), the launcher starts a local gateway
+in a separate process (the embedded default), keeps its state in ``./.meshguard/``, uses
+``./policies/`` (or a built-in copy of the seed's AutoGPT policy), and creates or reuses the agent
+``autogpt-agent``. The gateway stays up after AutoGPT exits, so ``meshguard audit trace <id>``
+answers from another terminal.
+
+In your own code::
+
+    from meshguard_autogpt import governed
+
+    @governed("send:email", resource_key="to")
+    def send_email(to: str, subject: str, body: str) -> str: ...
+
+Environment variables:
+
+    MESHGUARD_URL                gateway URL (also MESHGUARD_GATEWAY_URL; default http://localhost:3100
+                                 when a token is set, else the embedded gateway)
+    MESHGUARD_TOKEN              the agent's token (also MESHGUARD_AGENT_TOKEN); never printed
+    MESHGUARD_TRACE_ID           one trace id for the whole run (default: generated)
+    MESHGUARD_TIMEOUT            seconds to wait for the gateway per request (default 5)
+    MESHGUARD_ON_RATE_LIMIT      wait (default: wait out Retry-After, then ask again) | deny
+    MESHGUARD_RATE_LIMIT_MAX_WAIT  seconds one command may wait for rate limits in total (default 900)
+    MESHGUARD_APPROVAL_TIMEOUT   seconds to wait for a human approval (default 300)
+    MESHGUARD_ACTION_MAP         JSON (or YAML, if PyYAML is importable) file adding or overriding
+                                 command -> action entries (format in docs/getting-started.md)
+    MESHGUARD_STATE_DIR          state folder of the embedded gateway (default ./.meshguard)
+    MESHGUARD_GATEWAY_COMMAND    command that runs the `meshguard` CLI for the embedded gateway
+                                 (default: `meshguard` on PATH, else `python -m meshguard_gateway`)
+    MESHGUARD_AGENT_NAME         agent name used by the embedded default (default autogpt-agent)
+    MESHGUARD_SCRIPTED_MODEL     test/demo only: replay this file of replies instead of calling an LLM
+    MESHGUARD_SCRIPTED_PROMPTS   test/demo only: append every prompt sent to the model to this JSONL file
+
+Launcher options (each also reads the variable above): --meshguard-url, --meshguard-trace-id,
+--meshguard-timeout, --meshguard-on-rate-limit, --meshguard-action-map, --meshguard-state-dir,
+--meshguard-scripted-model FILE, --meshguard-scripted-prompts FILE, --meshguard-help.
+
+Exit status: AutoGPT's own (0 normally); 1 the launcher could not start governed (no dispatcher
+found, gateway unreachable, bad action map); 2 bad launcher arguments; 3 the gateway rejected the
+agent's token (revoked, expired, unknown): AutoGPT was stopped before its next command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import functools
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import types
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # gateway client (the seed's names)
+    "MeshGuardGateway",
+    "gateway",
+    "governed",
+    # AutoGPT integration
+    "patch_autogpt",
+    "unpatch_autogpt",
+    "PatchInfo",
+    "map_command",
+    "MappedCommand",
+    "load_action_map",
+    "main",
+    # errors
+    "MeshGuardError",
+    "ConfigError",
+    "PatchError",
+    "AgentRevokedError",
+    # exit statuses
+    "EXIT_OK",
+    "EXIT_ERROR",
+    "EXIT_USAGE",
+    "EXIT_REVOKED",
+]
+
+###############################################################################
+# Config ######################################################################
+###############################################################################
+
+DEFAULT_URL = "http://localhost:3100"
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_APPROVAL_TIMEOUT = 300.0
+DEFAULT_RATE_LIMIT_MAX_WAIT = 900.0
+DEFAULT_AGENT_NAME = "autogpt-agent"
+RECORD_TIMEOUT = 2.0
+RESULT_LIMIT = 1000
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_REVOKED = 3
+
+_PREFIX = "MeshGuard:"
+
+
+def _env(*names: str, default: str | None = None) -> str | None:
+    """First non-empty environment variable among `names`."""
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds (e.g. {name}={default:g})") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _say(message: str) -> None:
+    """One console line, inside AutoGPT's own output."""
+    print(f"{_PREFIX} {message}", flush=True)
+
+
+###############################################################################
+# Errors ######################################################################
+###############################################################################
+
+
+class MeshGuardError(Exception):
+    """Root of the launcher's own errors (AgentRevokedError excepted: it must stop AutoGPT)."""
+
+
+class ConfigError(MeshGuardError):
+    """A setting, option or action-map entry is wrong; the message names it and says what to do."""
+
+
+class PatchError(MeshGuardError):
+    """AutoGPT's dispatcher is not where this AutoGPT generation keeps it: refuse to run ungoverned."""
+
+
+class AgentRevokedError(SystemExit):
+    """The gateway rejected the agent's token (401): stop AutoGPT before its next command.
+
+    A SystemExit on purpose: AutoGPT wraps command execution in ``except Exception`` blocks, which
+    must not be able to swallow a revocation. Exit status EXIT_REVOKED.
+    """
+
+    def __init__(self, reason: str, command: str | None = None) -> None:
+        super().__init__(EXIT_REVOKED)
+        self.reason = reason
+        self.command = command
+
+    def __str__(self) -> str:
+        what = f" before running '{self.command}'" if self.command else ""
+        return (
+            f"the MeshGuard gateway rejected this agent's token ({self.reason}); AutoGPT was stopped{what}. "
+            "Issue a new token (meshguard agent token NAME) or create a new agent, then start again."
+        )
+
+
+###############################################################################
+# Gateway client ##############################################################
+###############################################################################
+
+
+def _first(body: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = body.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+class MeshGuardGateway:
+    """Client of a MeshGuard gateway: checks, waits (rate limits, approvals), records.
+
+    Fail closed: only a 200 answer with a JSON body saying ``allowed: true`` and
+    (``decision: "allow"`` or ``enforced: false``) lets a command run. Timeouts, connection
+    errors, 5xx, garbage and contradictory answers all refuse, with a reason that says so.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        trace_id: str | None = None,
+        timeout: float | None = None,
+        on_rate_limit: str | None = None,
+        rate_limit_max_wait: float | None = None,
+        approval_timeout: float | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        verbose: bool = True,
+    ) -> None:
+        self.url = (url or _env("MESHGUARD_URL", "MESHGUARD_GATEWAY_URL", default=DEFAULT_URL) or "").rstrip("/")
+        self._token = token if token is not None else _env("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")
+        self.timeout = timeout if timeout is not None else _env_float("MESHGUARD_TIMEOUT", DEFAULT_TIMEOUT)
+        self.on_rate_limit = (on_rate_limit or _env("MESHGUARD_ON_RATE_LIMIT", default="wait") or "wait").lower()
+        if self.on_rate_limit not in ("wait", "deny"):
+            raise ConfigError(f"MESHGUARD_ON_RATE_LIMIT={self.on_rate_limit!r}: expected 'wait' or 'deny'")
+        self.rate_limit_max_wait = (
+            rate_limit_max_wait
+            if rate_limit_max_wait is not None
+            else _env_float("MESHGUARD_RATE_LIMIT_MAX_WAIT", DEFAULT_RATE_LIMIT_MAX_WAIT)
+        )
+        self.approval_timeout = (
+            approval_timeout
+            if approval_timeout is not None
+            else _env_float("MESHGUARD_APPROVAL_TIMEOUT", DEFAULT_APPROVAL_TIMEOUT)
+        )
+        self.verbose = verbose
+        self._sleep = sleep
+        self.session = session or requests.Session()
+        # Retry only connection set-up: a request that reached the gateway is never sent twice.
+        try:
+            retry = Retry(total=None, connect=2, read=0, redirect=0, status=0, other=0, backoff_factor=0.1,
+                          allowed_methods=None, raise_on_status=False)  # fmt: skip
+        except TypeError:  # urllib3 < 1.26 (old AutoGPT pins)
+            retry = Retry(total=None, connect=2, read=0, redirect=0, status=0, backoff_factor=0.1,
+                          method_whitelist=False, raise_on_status=False)  # fmt: skip
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session.headers["User-Agent"] = f"meshguard-autogpt/{__version__}"
+        if self._token:
+            self.session.headers["Authorization"] = f"Bearer {self._token}"
+        self.trace_id: str | None = None
+        self.set_trace(trace_id or _env("MESHGUARD_TRACE_ID") or str(uuid.uuid4()))
+        self.revoked: str | None = None  # once set, nothing runs any more
+        self.stats = {"allowed": 0, "refused": 0, "recorded": 0}
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"MeshGuardGateway(url={self.url!r}, trace_id={self.trace_id!r})"
+
+    def set_trace(self, trace_id: str) -> None:
+        """Send `trace_id` with every request, so one run reads as one trace in the audit trail."""
+        self.trace_id = trace_id
+        self.session.headers["X-Trace-ID"] = trace_id
+
+    # -- one request ------------------------------------------------------------------------
+
+    def _refusal(self, action: str, resource: str | None, decision: str, reason: str, **extra: Any) -> dict[str, Any]:
+        result = {
+            "allowed": False, "decision": decision, "reason": reason, "action": action, "resource": resource,
+            "policy": None, "rule": None, "decision_id": None, "retry_after": None, "approval_id": None,
+            "enforced": True, "status_code": None,
+        }  # fmt: skip
+        result.update(extra)
+        return result
+
+    def check_permission(
+        self,
+        action: str,
+        resource: str | None = "*",
+        context: Mapping[str, Any] | None = None,
+        approval_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Ask the gateway once. Returns a dict with at least ``allowed`` and ``reason``.
+
+        Also: decision (allow | deny | rate_limited | approval_required | unauthorized | error),
+        policy, rule, decision_id, retry_after, approval_id, approve_command, enforced, status_code.
+        Never raises for gateway trouble: that is a refusal (decision "error").
+        """
+        if not self._token:
+            return self._refusal(action, resource, "error",
+                                 "no MeshGuard agent token is configured (set MESHGUARD_TOKEN); refused (fail closed)")  # fmt: skip
+        payload: dict[str, Any] = {"action": action}
+        if resource is not None:
+            payload["resource"] = resource
+        if context:
+            payload["context"] = dict(context)
+        if approval_id:
+            payload["approval_id"] = approval_id
+        try:
+            resp = self.session.post(f"{self.url}/proxy/governance/check", json=payload, timeout=self.timeout)
+        except requests.Timeout:
+            return self._refusal(action, resource, "error",
+                                 f"MeshGuard gateway {self.url} did not answer within {self.timeout:g}s; "
+                                 f"'{action}' was refused (fail closed)")  # fmt: skip
+        except requests.RequestException as exc:
+            return self._refusal(action, resource, "error",
+                                 f"MeshGuard gateway {self.url} could not be reached ({type(exc).__name__}); "
+                                 f"'{action}' was refused (fail closed)")  # fmt: skip
+        return self._read_check_answer(action, resource, resp)
+
+    def _read_check_answer(self, action: str, resource: str | None, resp: requests.Response) -> dict[str, Any]:
+        status = resp.status_code
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = None
+        common = {"status_code": status}
+        if body is not None:
+            common.update(
+                policy=body.get("policy"), rule=body.get("rule"), decision_id=body.get("decision_id"),
+                enforced=body.get("enforced", True),
+            )  # fmt: skip
+        if status == 200:
+            if body is None:
+                return self._refusal(action, resource, "error",
+                                     f"MeshGuard gateway {self.url} answered 200 without a JSON body; "
+                                     f"'{action}' was refused (fail closed)", **common)  # fmt: skip
+            allowed = body.get("allowed") is True
+            decision = body.get("decision")
+            enforced = body.get("enforced", True)
+            if allowed and (decision == "allow" or enforced is False):
+                return {
+                    "allowed": True, "decision": decision or "allow", "enforced": enforced,
+                    "reason": body.get("reason") or "allowed", "action": action, "resource": resource,
+                    "policy": body.get("policy"), "rule": body.get("rule"), "decision_id": body.get("decision_id"),
+                    "retry_after": None, "approval_id": None, "status_code": status, "mode": body.get("mode"),
+                }  # fmt: skip
+            return self._refusal(action, resource, "error",
+                                 f"MeshGuard gateway {self.url} gave a contradictory answer (200 with allowed="
+                                 f"{body.get('allowed')!r}, decision={decision!r}); '{action}' was refused (fail closed)",
+                                 **common)  # fmt: skip
+        body = body or {}
+        if status == 401:
+            reason = _first(body, "reason", "message") or "invalid or revoked token"
+            return self._refusal(action, resource, "unauthorized", str(reason), **common)
+        if status == 403 and (body.get("error") == "approval_required" or body.get("decision") == "approval_required"):
+            approval_id = body.get("approval_id")
+            return self._refusal(
+                action, resource, "approval_required",
+                str(_first(body, "reason", "message") or "a human must approve this action"),
+                approval_id=approval_id,
+                approve_command=body.get("approve_command") or (approval_id and f"meshguard approval approve {approval_id}"),
+                expires_at=body.get("expires_at"), **common,
+            )  # fmt: skip
+        if status == 403:
+            return self._refusal(action, resource, "deny",
+                                 str(_first(body, "reason", "message") or "denied by policy"), **common)  # fmt: skip
+        if status == 429:
+            retry_after = body.get("retry_after")
+            if not isinstance(retry_after, (int, float)):
+                try:
+                    retry_after = float(resp.headers.get("Retry-After", ""))
+                except ValueError:
+                    retry_after = None
+            return self._refusal(action, resource, "rate_limited",
+                                 str(_first(body, "reason", "message") or "rate limit exceeded"),
+                                 retry_after=retry_after, limit=body.get("limit"), **common)  # fmt: skip
+        return self._refusal(action, resource, "error",
+                             f"MeshGuard gateway {self.url} answered HTTP {status}; '{action}' was refused (fail closed)",
+                             **common)  # fmt: skip
+
+    # -- a whole decision (waits included) -----------------------------------------------
+
+    def decide(
+        self,
+        action: str,
+        resource: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """The final answer for one command: waits out rate limits and approvals as configured.
+
+        Raises AgentRevokedError on 401 (and for every later call): nothing may run any more.
+        `label` names the command in console lines (default: the action).
+        """
+        label = label or action
+        if self.revoked is not None:
+            raise AgentRevokedError(self.revoked, label)
+        waited = 0.0
+        approval_used: str | None = None
+        decision = self.check_permission(action, resource, context)
+        while True:
+            kind = decision["decision"]
+            if decision["allowed"]:
+                return decision
+            if kind == "unauthorized":
+                self.revoked = decision["reason"]
+                raise AgentRevokedError(self.revoked, label)
+            if kind == "rate_limited" and self.on_rate_limit == "wait":
+                pause = max(1.0, float(decision.get("retry_after") or 1.0))
+                if waited + pause > self.rate_limit_max_wait:
+                    decision["reason"] += (f" (waited {waited:g}s already; MESHGUARD_RATE_LIMIT_MAX_WAIT="
+                                           f"{self.rate_limit_max_wait:g}s reached)")  # fmt: skip
+                    return decision
+                limit = decision.get("limit") or "rate limit"
+                self._print(f"rate limited ({limit}, policy {decision.get('policy') or '?'}); "
+                            f"waiting {pause:g}s before asking again for {label}")  # fmt: skip
+                self._sleep(pause)
+                waited += pause
+                decision = self.check_permission(action, resource, context)
+                continue
+            if kind == "approval_required" and decision.get("approval_id") and approval_used is None:
+                approval_id = str(decision["approval_id"])
+                status = self._wait_for_approval(approval_id, label, decision)
+                if status != "approved":
+                    decision["reason"] = f"approval {approval_id} was not granted ({status}): {decision['reason']}"
+                    return decision
+                approval_used = approval_id
+                decision = self.check_permission(action, resource, context, approval_id=approval_id)
+                continue
+            return decision
+
+    def _wait_for_approval(self, approval_id: str, label: str, decision: Mapping[str, Any]) -> str:
+        """Wait until a human decides; returns approved | denied | expired | used | timed out."""
+        command = decision.get("approve_command") or f"meshguard approval approve {approval_id}"
+        self._print(f"{label} needs a human approval: {approval_id}. Approve with: {command} "
+                    f"(waiting up to {self.approval_timeout:g}s)")  # fmt: skip
+        deadline = time.monotonic() + self.approval_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"timed out after {self.approval_timeout:g}s"
+            wait = max(1, min(int(remaining), 30))
+            try:
+                resp = self.session.get(f"{self.url}/proxy/approvals/{approval_id}", params={"wait": wait},
+                                        timeout=wait + self.timeout)  # fmt: skip
+            except requests.RequestException:
+                self._sleep(min(1.0, max(remaining, 0)))
+                continue
+            if resp.status_code == 401:
+                self.revoked = "token rejected while waiting for approval"
+                raise AgentRevokedError(self.revoked, label)
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {}
+            status = body.get("status") if resp.status_code == 200 and isinstance(body, dict) else None
+            if status in ("approved", "denied", "expired", "used"):
+                return str(status)
+            if status != "pending":
+                self._sleep(min(1.0, max(remaining, 0)))
+
+    # -- records --------------------------------------------------------------------------
+
+    def record(
+        self,
+        action: str,
+        resource: str | None = None,
+        status: str = "success",
+        result: Any = None,
+        *,
+        duration_ms: float | None = None,
+        decision_id: str | None = None,
+    ) -> bool:
+        """Record an outcome in the audit trail. Best effort: returns False instead of raising."""
+        if not self._token:
+            return False
+        payload: dict[str, Any] = {"action": action, "status": status}
+        if resource is not None:
+            payload["resource"] = resource
+        if result is not None:
+            payload["result"] = str(result)[:RESULT_LIMIT]
+        if duration_ms is not None:
+            payload["duration_ms"] = round(duration_ms, 3)
+        if decision_id:
+            payload["decision_id"] = decision_id
+        try:
+            resp = self.session.post(f"{self.url}/proxy/governance/record", json=payload,
+                                     timeout=min(self.timeout, RECORD_TIMEOUT))  # fmt: skip
+        except requests.RequestException:
+            return False
+        ok = resp.status_code in (200, 201)
+        if ok:
+            self.stats["recorded"] += 1
+        return ok
+
+    # -- run something governed -------------------------------------------------------------
+
+    def execute(
+        self,
+        action: str,
+        resource: str | None,
+        executor: Callable[[], Any],
+        context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Check, then run `executor` only if allowed, then record its outcome.
+
+        Refused: returns ``{"status": "blocked", "action", "reason", "decision", "decision_id"}`` and
+        never calls `executor`. Exceptions from `executor` are recorded, then re-raised.
+        """
+        decision = self.decide(action, resource, context)
+        self.report(decision, label=action)
+        if not decision["allowed"]:
+            return {"status": "blocked", "action": action, "reason": decision["reason"],
+                    "decision": decision["decision"], "decision_id": decision.get("decision_id")}  # fmt: skip
+        return self.run_and_record(action, resource, executor, decision)
+
+    def run_and_record(self, action: str, resource: str | None, executor: Callable[[], Any],
+                       decision: Mapping[str, Any]) -> Any:  # fmt: skip
+        started = time.monotonic()
+        try:
+            result = executor()
+        except BaseException as exc:
+            self.record(action, resource, "error", f"{type(exc).__name__}: {exc}",
+                        duration_ms=(time.monotonic() - started) * 1000, decision_id=decision.get("decision_id"))  # fmt: skip
+            raise
+        status = "error" if isinstance(result, str) and result.startswith("Error:") else "success"
+        self.record(action, resource, status, result, duration_ms=(time.monotonic() - started) * 1000,
+                    decision_id=decision.get("decision_id"))  # fmt: skip
+        return result
+
+    # -- console ---------------------------------------------------------------------------------
+
+    def _print(self, message: str) -> None:
+        if self.verbose:
+            _say(message)
+
+    def report(self, decision: Mapping[str, Any], label: str) -> None:
+        """One short console line per decision."""
+        target = f"{decision['action']}" + (f" {_short(decision['resource'])}" if decision.get("resource") else "")
+        by = _by(decision)
+        if decision["allowed"]:
+            self.stats["allowed"] += 1
+            if decision.get("enforced") is False and decision.get("decision") != "allow":
+                self._print(f"audit mode: {label} ({target}) would be {decision.get('decision')}{by}; running it")
+            else:
+                self._print(f"allowed {label} ({target}){by}")
+        else:
+            self.stats["refused"] += 1
+            word = {"deny": "DENIED", "rate_limited": "RATE LIMITED", "approval_required": "NOT APPROVED"}.get(
+                decision["decision"], "REFUSED")  # fmt: skip
+            self._print(f"{word} {label} ({target}): {decision['reason']}{by}")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value).replace("\n", "\\n")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _by(decision: Mapping[str, Any]) -> str:
+    parts = []
+    if decision.get("policy"):
+        parts.append(f"policy {decision['policy']}")
+    if decision.get("rule"):
+        parts.append(f"rule {decision['rule']}")
+    if decision.get("decision_id"):
+        parts.append(f"decision {decision['decision_id']}")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+def refusal_text(command: str, decision: Mapping[str, Any]) -> str:
+    """What the agent reads instead of a result: enough to reason about and choose another way."""
+    resource = f" on {_short(decision['resource'], 200)}" if decision.get("resource") else ""
+    details = []
+    for key in ("policy", "rule", "decision_id"):
+        if decision.get(key):
+            details.append(f"{key.replace('_', ' ')} {decision[key]}")
+    kind = decision.get("decision")
+    if kind == "rate_limited":
+        advice = "Slow down: wait before trying again."
+    elif kind == "error":
+        advice = "The governance gateway is unavailable; try again later or do something else."
+    else:
+        advice = "Do not retry this command with the same arguments; choose another way to reach your goal."
+    return (
+        f"MeshGuard refused command '{command}' (action {decision['action']}{resource}): "
+        f"{decision['reason']}." + (f" ({'; '.join(details)})" if details else "") + f" {advice}"
+    )
+
+
+_gateway_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """The module-level `gateway`, created on first use from the environment (never at import)."""
+    if name == "gateway":
+        with _gateway_lock:
+            if "gateway" not in globals():
+                globals()["gateway"] = MeshGuardGateway()
+        return globals()["gateway"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _default_gateway() -> MeshGuardGateway:
+    return __getattr__("gateway") if "gateway" not in globals() else globals()["gateway"]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def governed(action: str, resource_key: str | None = None, *, context: Mapping[str, Any] | None = None) -> Callable[[F], F]:
+    """Decorator: check `action` (with the argument named `resource_key` as resource) before each call.
+
+    Refused: the function never runs and the call returns the blocked dict
+    ``{"status": "blocked", "action", "reason", ...}``.
+    """
+
+    def decorator(func: F) -> F:
+        try:
+            signature: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            signature = None
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            resource = "*"
+            if resource_key:
+                if resource_key in kwargs:
+                    resource = str(kwargs[resource_key])
+                elif signature is not None:
+                    try:
+                        bound = signature.bind_partial(*args, **kwargs)
+                    except TypeError:
+                        bound = None
+                    if bound is not None and resource_key in bound.arguments:
+                        resource = str(bound.arguments[resource_key])
+            return _default_gateway().execute(action, resource, lambda: func(*args, **kwargs), context)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+###############################################################################
+# Action map ##################################################################
+###############################################################################
+
+# command -> {"action": "verb:object", "resource": SPEC, "context": {...}}
+#   SPEC "path:a|b": the first present argument among a, b is a file path, resolved against AutoGPT's
+#        workspace following `..` and symlinks; "{place}" in the action becomes `workspace` (resource:
+#        the path relative to it) or `system` (resource: the real absolute path).
+#   SPEC "a|b" (or "arg:a|b"): the first present argument, verbatim.  No SPEC: no resource.
+#   context "sandbox": true | false | "auto" (auto: will AutoGPT run this code inside a container?)
+# Unmapped commands become execute:<command>. Lifecycle commands are recorded, never refused.
+_FILE = "path:filename|file_path|file|path"
+_BUILTIN_ACTION_MAP: dict[str, dict[str, Any]] = {
+    # files (every generation; aliases from v0.4.7 / v0.5 / classic)
+    "read_file": {"action": "read:{place}", "resource": _FILE},
+    "write_to_file": {"action": "write:{place}", "resource": _FILE},
+    "write_file": {"action": "write:{place}", "resource": _FILE},
+    "create_file": {"action": "write:{place}", "resource": _FILE},
+    "append_to_file": {"action": "write:{place}", "resource": _FILE},
+    "delete_file": {"action": "delete:{place}", "resource": _FILE},
+    "search_files": {"action": "read:{place}", "resource": "path:directory"},
+    "list_files": {"action": "read:{place}", "resource": "path:directory"},
+    "list_folder": {"action": "read:{place}", "resource": "path:folder|directory"},
+    "open_file": {"action": "read:{place}", "resource": _FILE},
+    "open_folder": {"action": "read:{place}", "resource": "path:path|folder"},
+    "read_audio_from_file": {"action": "read:{place}", "resource": _FILE},
+    "download_file": {"action": "write:{place}", "resource": _FILE},
+    "clone_repository": {"action": "write:{place}", "resource": "path:clone_path"},
+    # code
+    "execute_python_file": {"action": "execute:python", "resource": _FILE, "context": {"sandbox": "auto"}},
+    "execute_python_code": {"action": "execute:python", "resource": "code", "context": {"sandbox": "auto"}},
+    "execute_shell": {"action": "execute:shell", "resource": "command_line", "context": {"sandbox": False}},
+    "execute_shell_popen": {"action": "execute:shell", "resource": "command_line", "context": {"sandbox": False}},
+    # web
+    "google": {"action": "search:web", "resource": "query"},
+    "google_search": {"action": "search:web", "resource": "query"},
+    "web_search": {"action": "search:web", "resource": "query"},
+    "search": {"action": "search:web", "resource": "query"},
+    "browse_website": {"action": "browse:web", "resource": "url"},
+    "read_webpage": {"action": "browse:web", "resource": "url"},
+    "get_text_summary": {"action": "browse:web", "resource": "url"},
+    "get_hyperlinks": {"action": "browse:web", "resource": "url"},
+    # the outside world
+    "send_tweet": {"action": "post:social", "resource": "tweet_text|text"},
+    "send_email": {"action": "send:email", "resource": "to|recipient"},
+    "send_email_with_attachment": {"action": "send:email", "resource": "to|recipient"},
+    "generate_image": {"action": "generate:image", "resource": "prompt"},
+    # sub-agents, memory, LLM helpers
+    "start_agent": {"action": "start:agent", "resource": "name"},
+    "message_agent": {"action": "message:agent", "resource": "key"},
+    "list_agents": {"action": "list:agent"},
+    "delete_agent": {"action": "delete:agent", "resource": "key"},
+    "memory_add": {"action": "write:memory"},
+    "analyze_code": {"action": "analyze:code"},
+    "improve_code": {"action": "generate:code"},
+    "write_tests": {"action": "generate:code"},
+    "hide_context_item": {"action": "manage:context", "resource": "number"},
+    "close_context_item": {"action": "manage:context", "resource": "number"},
+}
+
+# Commands that touch nothing outside the agent: recorded, never refused. AutoGPT ends the run
+# with SystemExit (task_complete, goals_accomplished) or AgentFinished (classic's finish); both pass.
+LIFECYCLE_COMMANDS = frozenset({"task_complete", "goals_accomplished", "finish", "do_nothing", "ask_user"})
+
+_SYNONYMS = {"write_file": "write_to_file", "create_file": "write_to_file", "search": "google"}  # PyPI 0.2.2 app.py
+
+
+@dataclass(frozen=True)
+class MappedCommand:
+    """What the gateway is asked about one command."""
+
+    command: str
+    action: str
+    resource: str | None
+    context: dict[str, Any] = field(default_factory=dict)
+    lifecycle: bool = False
+
+
+def _validate_entry(source: str, name: str, entry: Any) -> dict[str, Any]:
+    where = f"{source}: entry '{name}'"
+    if isinstance(entry, str):
+        entry = {"action": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected an action string or an object with 'action', got {type(entry).__name__}")
+    unknown = set(entry) - {"action", "resource", "context"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: action, resource, context)")
+    action = entry.get("action")
+    if not isinstance(action, str) or ":" not in action or action.startswith(":"):
+        raise ConfigError(f"{where}: 'action' must be 'verb:object' (e.g. 'send:email'), got {action!r}")
+    resource = entry.get("resource")
+    if resource is not None and not isinstance(resource, str):
+        raise ConfigError(f"{where}: 'resource' must be an argument name or 'path:NAME', got {resource!r}")
+    if "{place}" in action and not (resource or "").startswith("path:"):
+        raise ConfigError(f"{where}: action {action!r} uses {{place}} but 'resource' is not 'path:ARGUMENT'")
+    ctx = entry.get("context") or {}
+    if not isinstance(ctx, dict):
+        raise ConfigError(f"{where}: 'context' must be an object, got {ctx!r}")
+    if "sandbox" in ctx and ctx["sandbox"] not in (True, False, "auto"):
+        raise ConfigError(f"{where}: context.sandbox must be true, false or \"auto\", got {ctx['sandbox']!r}")
+    return {"action": action, "resource": resource, "context": dict(ctx)}
+
+
+def load_action_map(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The built-in map plus the entries of `path` (MESHGUARD_ACTION_MAP), which win.
+
+    The file is a JSON object (YAML if PyYAML is importable and the name ends in .yaml/.yml):
+    ``{"send_email": {"action": "send:email", "resource": "to"}, "my_tool": "execute:my_tool"}``.
+    """
+    merged = {name: dict(entry) for name, entry in _BUILTIN_ACTION_MAP.items()}
+    path = path if path is not None else _env("MESHGUARD_ACTION_MAP")
+    if not path:
+        return merged
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"MESHGUARD_ACTION_MAP={source}: cannot read it ({exc.strerror or exc})") from None
+    if source.endswith((".yaml", ".yml")):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError:
+            raise ConfigError(f"{source}: YAML needs PyYAML, which is not installed here; write the map as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected an object of command name -> entry, got {type(data).__name__}")
+    for name, entry in data.items():
+        if str(name) in LIFECYCLE_COMMANDS:
+            raise ConfigError(f"{source}: entry '{name}': lifecycle commands are recorded, not checked; remove it")
+        merged[str(name)] = _validate_entry(source, str(name), entry)
+    return merged
+
+
+def _canonical_path(value: Any, workspace: str | os.PathLike[str] | None) -> tuple[str, str]:
+    """(place, resource): inside the workspace -> ("workspace", relative path); else ("system", real path)."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    try:
+        if workspace is None:
+            return "system", os.path.realpath(os.path.abspath(text))
+        root = os.path.realpath(os.fspath(workspace))
+        real = os.path.realpath(os.path.join(root, text))
+    except (ValueError, OSError):  # NUL bytes and the like: the gateway refuses such resources
+        return "system", text
+    try:
+        inside = os.path.commonpath([root, real]) == root
+    except ValueError:
+        inside = False
+    if not inside:
+        return "system", real
+    rel = os.path.relpath(real, root)
+    return "workspace", rel.replace(os.sep, "/")
+
+
+def _pick(arguments: Mapping[str, Any], names: str) -> tuple[bool, Any]:
+    for name in names.split("|"):
+        name = name.strip()
+        if name and name in arguments and arguments[name] is not None:
+            return True, arguments[name]
+    return False, None
+
+
+def map_command(
+    command: str,
+    arguments: Mapping[str, Any] | None,
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    action_map: Mapping[str, Mapping[str, Any]] | None = None,
+    python_sandbox: bool = False,
+) -> MappedCommand:
+    """Map one AutoGPT command call to the (action, resource, context) the gateway judges.
+
+    `workspace` is AutoGPT's workspace folder (None: unknown, so every path counts as `system`);
+    `python_sandbox` says whether this AutoGPT runs Python code inside a container.
+    """
+    arguments = arguments if isinstance(arguments, Mapping) else {}
+    name = str(command or "")
+    if name in LIFECYCLE_COMMANDS or name.lower() in LIFECYCLE_COMMANDS:
+        _, reason = _pick(arguments, "reason|question")
+        return MappedCommand(name, f"lifecycle:{name.lower()}", None if reason is None else str(reason), {}, True)
+    table = action_map if action_map is not None else _BUILTIN_ACTION_MAP
+    entry = table.get(name) or table.get(name.lower()) or table.get(_SYNONYMS.get(name.lower(), ""))
+    if entry is None:
+        return MappedCommand(name, f"execute:{name}", None, {"sandbox": False})
+    action = str(entry["action"])
+    spec = entry.get("resource")
+    resource: str | None = None
+    if spec:
+        if spec.startswith("path:"):
+            found, value = _pick(arguments, spec[5:])
+            if found:
+                place, resource = _canonical_path(value, workspace)
+            else:
+                place = "system"  # no path given: nothing proves it is inside the workspace
+            action = action.replace("{place}", place)
+        else:
+            found, value = _pick(arguments, spec[4:] if spec.startswith("arg:") else spec)
+            if found:
+                resource = value if isinstance(value, str) else json.dumps(value, default=str)
+    context: dict[str, Any] = {}
+    for key, value in (entry.get("context") or {}).items():
+        context[key] = python_sandbox if (key == "sandbox" and value == "auto") else value
+    context.setdefault("sandbox", False)
+    return MappedCommand(name, action, resource, context)
+
+
+###############################################################################
+# Patches #####################################################################
+###############################################################################
+
+GENERATIONS = {
+    "0.2-0.4.0": "PyPI agpt 0.2.2 / v0.3.x / v0.4.0: autogpt.agent.agent.execute_command",
+    "0.4.1-0.4.4": "v0.4.1 - v0.4.4: autogpt.app.execute_command",
+    "0.4.5-0.4.7": "v0.4.5 - v0.4.7: autogpt.agents.agent.execute_command",
+    "0.5.0": "v0.5.0: autogpt.agents.agent.execute_command (async)",
+    "0.5.1+": "v0.5.1 / classic: autogpt.agents.agent.Agent._execute_tool (async)",
+}
+_STRING_REFUSAL = {"0.2-0.4.0", "0.4.1-0.4.4", "0.4.5-0.4.7"}
+_OPERATION_NOT_ALLOWED = ("forge.utils.exceptions", "autogpt.utils.exceptions", "autogpt.agents.utils.exceptions",
+                          "autogpt.core.utils.exceptions")  # fmt: skip
+
+
+@dataclass
+class PatchInfo:
+    """What patch_autogpt() did: which generation, which name, how refusals reach the agent."""
+
+    generation: str
+    target: str
+    autogpt_version: str
+    refusal: str  # "string" | "OperationNotAllowedError"
+    already_patched: bool = False
+
+
+@dataclass
+class _Governor:
+    gateway: MeshGuardGateway
+    action_map: dict[str, dict[str, Any]]
+    generation: str
+    refuse: Callable[[str], Any]  # text -> value to return, or raises
+
+
+_patches: list[tuple[Any, str, Any]] = []
+_info: PatchInfo | None = None
+_governor: _Governor | None = None
+
+
+def _autogpt_version() -> str:
+    from importlib import metadata
+
+    for dist in ("agpt", "autogpt", "autogpt-forge"):
+        try:
+            return f"{dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        module = importlib.import_module("autogpt")
+        return f"autogpt from {os.path.dirname(module.__file__ or '?')} (no version metadata)"
+    except Exception:
+        return "not installed"
+
+
+def _import(name: str) -> types.ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _detect() -> tuple[str, Any, str]:
+    """(generation, owner object, attribute name) of the dispatcher, per the research note."""
+    if importlib.util.find_spec("autogpt") is None:
+        raise PatchError(f"AutoGPT is not importable from this Python ({sys.executable}); "
+                         "run the launcher with the Python of your AutoGPT environment")  # fmt: skip
+    agents = None
+    try:
+        if importlib.util.find_spec("autogpt.agents") is not None:
+            agents = importlib.import_module("autogpt.agents.agent")
+    except ImportError as exc:
+        raise PatchError(f"importing autogpt.agents.agent failed: {exc}") from exc
+    if agents is not None:
+        agent_cls = getattr(agents, "Agent", None)
+        if agent_cls is not None and callable(getattr(agent_cls, "_execute_tool", None)):
+            return "0.5.1+", agent_cls, "_execute_tool"
+        dispatcher = getattr(agents, "execute_command", None)
+        if dispatcher is not None and inspect.iscoroutinefunction(getattr(dispatcher, "__meshguard_original__", dispatcher)):
+            return "0.5.0", agents, "execute_command"
+        if dispatcher is not None:
+            return "0.4.5-0.4.7", agents, "execute_command"
+        raise PatchError("autogpt.agents.agent has neither Agent._execute_tool nor execute_command")
+    try:
+        agent_mod = importlib.import_module("autogpt.agent.agent")  # before autogpt.app: circular import otherwise
+    except ImportError as exc:
+        raise PatchError(f"neither autogpt.agents.agent nor autogpt.agent.agent could be imported ({exc})") from exc
+    if getattr(agent_mod, "execute_command", None) is not None:
+        return "0.2-0.4.0", agent_mod, "execute_command"
+    app = importlib.import_module("autogpt.app")
+    if getattr(app, "execute_command", None) is not None:
+        return "0.4.1-0.4.4", app, "execute_command"
+    raise PatchError("autogpt.agent.agent has no execute_command and autogpt.app has none either")
+
+
+def _find_operation_not_allowed() -> type[BaseException]:
+    for name in _OPERATION_NOT_ALLOWED:
+        module = _import(name)
+        cls = getattr(module, "OperationNotAllowedError", None) if module else None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            return cls
+    raise PatchError("this AutoGPT needs refusals as OperationNotAllowedError, which was not found in "
+                     + ", ".join(_OPERATION_NOT_ALLOWED))  # fmt: skip
+
+
+def _python_sandbox(generation: str) -> bool:
+    """Every known generation runs Python code in a container: a fresh Docker one, or the container
+    AutoGPT itself runs in (execute_code.py: we_are_running_in_a_docker_container)."""
+    return generation in GENERATIONS
+
+
+def _workspace_of(bound: Mapping[str, Any]) -> str | None:
+    """AutoGPT's workspace for this call: from the agent or config the dispatcher got, else globals."""
+    candidates: list[Any] = []
+    for key in ("self", "agent"):
+        agent = bound.get(key)
+        if agent is None:
+            continue
+        for path in ("file_manager.workspace.root", "workspace.root", "config.workspace_path",
+                     "legacy_config.workspace_path"):  # fmt: skip
+            candidates.append((agent, path))
+    if bound.get("config") is not None:
+        candidates.append((bound["config"], "workspace_path"))
+    for owner, dotted in candidates:
+        value: Any = owner
+        try:
+            for part in dotted.split("."):
+                value = getattr(value, part)
+        except Exception:
+            continue
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            return os.fspath(value)
+    config_mod = sys.modules.get("autogpt.config")
+    config_cls = getattr(config_mod, "Config", None) if config_mod else None
+    if config_cls is not None and getattr(config_cls, "_instances", None):  # v0.3: the Config singleton
+        try:
+            value = getattr(config_cls(), "workspace_path", None)
+            if value:
+                return os.fspath(value)
+        except Exception:
+            pass
+    workspace_mod = sys.modules.get("autogpt.workspace")
+    value = getattr(workspace_mod, "WORKSPACE_PATH", None) if workspace_mod else None
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    return None
+
+
+def _call_parts(generation: str, bound: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    if generation == "0.5.1+":
+        tool = bound.get("tool_call")
+        return str(getattr(tool, "name", "")), getattr(tool, "arguments", None) or {}
+    return str(bound.get("command_name", "")), bound.get("arguments") or {}
+
+
+def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[MappedCommand, dict[str, Any] | None]:
+    mapped = map_command(name, arguments, workspace=_workspace_of(bound), action_map=gov.action_map,
+                         python_sandbox=_python_sandbox(gov.generation))  # fmt: skip
+    if mapped.lifecycle:
+        if gov.gateway.revoked is not None:
+            raise AgentRevokedError(gov.gateway.revoked, name)
+        gov.gateway._print(f"{name}: lifecycle command, recorded")
+        return mapped, None
+    decision = gov.gateway.decide(mapped.action, mapped.resource, mapped.context, label=name)
+    gov.gateway.report(decision, label=name)
+    return mapped, decision
+
+
+def _record_lifecycle(gov: _Governor, mapped: MappedCommand, started: float, outcome: str, result: Any) -> None:
+    gov.gateway.record(mapped.action, mapped.resource, outcome, result, duration_ms=(time.monotonic() - started) * 1000)
+
+
+def _make_sync_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original, updated=())
+    def meshguard_dispatch(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        name, arguments = _call_parts(gov.generation, bound)
+        mapped, decision = _before(gov, name, arguments, bound)
+        call = functools.partial(original, *args, **kwargs)
+        if decision is None:  # lifecycle
+            started = time.monotonic()
+            try:
+                result = call()
+            except BaseException as exc:
+                _record_lifecycle(gov, mapped, started, "success", f"{type(exc).__name__}: ended the run")
+                raise
+            _record_lifecycle(gov, mapped, started, "success", result)
+            return result
+        if not decision["allowed"]:
+            return gov.refuse(refusal_text(name, decision))
+        return gov.gateway.run_and_record(mapped.action, mapped.resource, call, decision)
+
+    meshguard_dispatch.__meshguard_original__ = original  # type: ignore[attr-defined]
+    return meshguard_dispatch
+
+
+def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original, updated=())
+    async def meshguard_dispatch(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        name, arguments = _call_parts(gov.generation, bound)
+        mapped, decision = _before(gov, name, arguments, bound)
+        started = time.monotonic()
+        if decision is None:
+            try:
+                result = await original(*args, **kwargs)
+            except BaseException as exc:
+                _record_lifecycle(gov, mapped, started, "success", f"{type(exc).__name__}: ended the run")
+                raise
+            _record_lifecycle(gov, mapped, started, "success", result)
+            return result
+        if not decision["allowed"]:
+            return gov.refuse(refusal_text(name, decision))
+        try:
+            result = await original(*args, **kwargs)
+        except BaseException as exc:
+            gov.gateway.record(mapped.action, mapped.resource, "error", f"{type(exc).__name__}: {exc}",
+                               duration_ms=(time.monotonic() - started) * 1000,
+                               decision_id=decision.get("decision_id"))  # fmt: skip
+            raise
+        gov.gateway.record(mapped.action, mapped.resource, "success", result,
+                           duration_ms=(time.monotonic() - started) * 1000, decision_id=decision.get("decision_id"))  # fmt: skip
+        return result
+
+    meshguard_dispatch.__meshguard_original__ = original  # type: ignore[attr-defined]
+    return meshguard_dispatch
+
+
+def patch_autogpt(
+    gateway: MeshGuardGateway | None = None,
+    action_map: dict[str, dict[str, Any]] | None = None,
+) -> PatchInfo:
+    """Govern AutoGPT's command dispatcher. Idempotent; undo with unpatch_autogpt().
+
+    Raises PatchError (naming the AutoGPT seen) when the dispatcher is not where this
+    generation keeps it: AutoGPT must then not be started at all.
+    """
+    global _info, _governor
+    gw = gateway or _default_gateway()
+    amap = action_map if action_map is not None else load_action_map()
+    if _info is not None and _governor is not None:
+        _governor.gateway, _governor.action_map = gw, amap
+        return PatchInfo(_info.generation, _info.target, _info.autogpt_version, _info.refusal, already_patched=True)
+    version = _autogpt_version()
+    try:
+        generation, owner, attr = _detect()
+    except PatchError as exc:
+        raise PatchError(f"cannot govern AutoGPT ({version}): {exc}. Refusing to start AutoGPT ungoverned. "
+                         f"Supported: {'; '.join(GENERATIONS.values())}.") from exc  # fmt: skip
+    original = getattr(owner, attr)
+    if generation in _STRING_REFUSAL:
+        refuse: Callable[[str], Any] = lambda text: text  # noqa: E731
+        refusal = "string"
+    else:
+        error_cls = _find_operation_not_allowed()
+
+        def refuse(text: str) -> Any:
+            raise error_cls(text)
+
+        refusal = "OperationNotAllowedError"
+    governor = _Governor(gw, amap, generation, refuse)
+    is_async = inspect.iscoroutinefunction(original)
+    if generation in ("0.5.0", "0.5.1+") and not is_async:
+        raise PatchError(f"cannot govern AutoGPT ({version}): {attr} was expected to be async in {GENERATIONS[generation]}")
+    wrapper = (_make_async_wrapper if is_async else _make_sync_wrapper)(original, governor)
+    setattr(owner, attr, wrapper)
+    _patches.append((owner, attr, original))
+    owner_name = getattr(owner, "__module__", "") + "." + owner.__qualname__ if isinstance(owner, type) else owner.__name__
+    _governor = governor
+    _info = PatchInfo(generation, f"{owner_name}.{attr}", version, refusal)
+    return _info
+
+
+def unpatch_autogpt() -> bool:
+    """Restore what patch_autogpt() replaced, in reverse order. Returns whether anything was undone."""
+    global _info, _governor
+    undone = bool(_patches)
+    while _patches:
+        owner, attr, original = _patches.pop()
+        setattr(owner, attr, original)
+    _info, _governor = None, None
+    return undone
+
+
+def _entry_point(generation: str) -> tuple[Callable[..., Any], list[str], str]:
+    """AutoGPT's click command for this generation, the argument prefix, and a name for messages."""
+    if generation in ("0.5.0", "0.5.1+"):
+        cli = importlib.import_module("autogpt.app.cli")
+        return cli.cli, ["run"], "autogpt.app.cli.cli run"
+    if generation == "0.4.5-0.4.7":
+        try:
+            cli = importlib.import_module("autogpt.app.cli")
+            if hasattr(cli, "main"):
+                return cli.main, [], "autogpt.app.cli.main"
+        except ImportError:
+            pass
+    cli = importlib.import_module("autogpt.cli")
+    return cli.main, [], "autogpt.cli.main"
+
+
+###############################################################################
+# Scripted model (tests and demos only) #######################################
+###############################################################################
+
+_RESPONSE_FORMAT_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {
+        "thoughts": {"type": "object", "properties": {"text": {"type": "string"}, "reasoning": {"type": "string"},
+                     "plan": {"type": "string"}, "criticism": {"type": "string"}, "speak": {"type": "string"}},
+                     "required": ["text", "reasoning", "plan", "criticism", "speak"]},
+        "command": {"type": "object", "properties": {"name": {"type": "string"}, "args": {"type": "object"}},
+                    "required": ["name", "args"]},
+    },
+    "required": ["thoughts", "command"],
+}  # fmt: skip
+
+
+class ScriptedModel:
+    """A replay of prepared replies in place of AutoGPT's chat model: TEST AND DEMO USE ONLY.
+
+    The script is a JSON list; each item is one cycle: ``{"command": NAME, "args": {...},
+    "thoughts": "...", "wait_for_file": PATH}`` (wait_for_file: hold the reply until PATH exists,
+    so a test can act between two commands). After the last item it replies ``task_complete``.
+    Every prompt is appended to `prompts_path` (JSONL) when given.
+    """
+
+    def __init__(self, script_path: str, prompts_path: str | None = None) -> None:
+        try:
+            steps = json.loads(Path(script_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"scripted model {script_path}: cannot read a JSON list of replies ({exc})") from None
+        if not isinstance(steps, list) or not all(isinstance(s, dict) and ("command" in s or "name" in s) for s in steps):
+            raise ConfigError(f"scripted model {script_path}: expected a JSON list of {{\"command\", \"args\"}} objects")
+        self.steps = steps
+        self.prompts_path = prompts_path
+        self.cycle = 0
+
+    def reply(self, messages: list[dict[str, Any]]) -> str:
+        self.cycle += 1
+        if self.prompts_path:
+            with open(self.prompts_path, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"cycle": self.cycle, "messages": messages}, default=str) + "\n")
+        if self.cycle <= len(self.steps):
+            step = self.steps[self.cycle - 1]
+            wait_for = step.get("wait_for_file")
+            if wait_for:
+                deadline = time.monotonic() + float(step.get("wait_timeout", 120))
+                while not os.path.exists(wait_for) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            name, args, text = step.get("command") or step.get("name"), step.get("args") or {}, step.get("thoughts")
+        else:
+            name, args, text = "task_complete", {"reason": "scripted model: script finished"}, "The script is done."
+        text = text or f"Step {self.cycle}: use {name}."
+        return json.dumps({
+            "thoughts": {"text": text, "reasoning": "scripted", "plan": f"- {name}", "criticism": "none",
+                         "speak": text},
+            "command": {"name": name, "args": args},
+        })  # fmt: skip
+
+
+def _prepare_scripted_environment() -> None:
+    """Offline obstacles of AutoGPT 0.2.2 that must be handled before its first import."""
+    os.environ.setdefault("OPENAI_API_KEY", "sk-meshguard-scripted-model-offline")
+    os.environ.setdefault("MEMORY_BACKEND", "no_memory")
+    # Imported at module level by AutoGPT 0.2.2, used only online (browsing, OpenAPI plugins).
+    for missing, submodules in (("spacy", ()), ("openapi_python_client", ("cli",))):
+        if missing in sys.modules or importlib.util.find_spec(missing) is not None:
+            continue
+        stand_in = types.ModuleType(missing)
+        stand_in.__doc__ = "meshguard_autogpt scripted-model stand-in: the real package is not installed"
+        stand_in.__path__ = []  # a package, so that `from X.cli import Config` resolves
+        sys.modules[missing] = stand_in
+        for sub in submodules:
+            module = types.ModuleType(f"{missing}.{sub}")
+            module.Config = type("Config", (), {})  # type: ignore[attr-defined]
+            setattr(stand_in, sub, module)
+            sys.modules[f"{missing}.{sub}"] = module
+
+
+def install_scripted_model(generation: str, model: ScriptedModel) -> None:
+    """Replace the chat model (and tiktoken's counters) everywhere AutoGPT bound it."""
+    if generation != "0.2-0.4.0" or importlib.util.find_spec("autogpt.chat") is None:
+        raise ConfigError(f"the scripted model supports AutoGPT PyPI agpt 0.2.2 only (this is {GENERATIONS.get(generation, generation)})")
+    schema = Path("autogpt/json_utils/llm_response_format_1.json")  # opened relative to the cwd by validate_json
+    if not schema.exists():
+        schema.parent.mkdir(parents=True, exist_ok=True)
+        schema.write_text(json.dumps(_RESPONSE_FORMAT_SCHEMA, indent=2), encoding="utf-8")
+    token_counter = importlib.import_module("autogpt.token_counter")
+
+    def count_message_tokens(messages: list[dict[str, Any]], model: str = "gpt-3.5-turbo-0301") -> int:
+        return sum(4 + len(str(m.get("content", ""))) // 4 for m in messages) + 3
+
+    def count_string_tokens(string: str, model_name: str = "") -> int:
+        return len(string) // 4 + 1
+
+    def main_model(messages: list[dict[str, Any]], model: str | None = None, temperature: float | None = None,
+                   max_tokens: int | None = None, **_: Any) -> str:  # fmt: skip
+        return model_.reply(list(messages))
+
+    def side_model(messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> str:
+        return "(scripted model: no answer for helper calls)"
+
+    model_ = model
+    _set(token_counter, "count_message_tokens", count_message_tokens)
+    _set(token_counter, "count_string_tokens", count_string_tokens)
+    _set(importlib.import_module("autogpt.chat"), "create_chat_completion", main_model)
+    for name in ("autogpt.llm_utils", "autogpt.agent.agent_manager", "autogpt.processing.text"):
+        module = _import(name)
+        if module is not None and hasattr(module, "create_chat_completion"):
+            _set(module, "create_chat_completion", side_model)
+
+
+def _set(owner: Any, attr: str, value: Any) -> None:
+    _patches.append((owner, attr, getattr(owner, attr)))
+    setattr(owner, attr, value)
+
+
+###############################################################################
+# Embedded gateway ############################################################
+###############################################################################
+
+# The seed document's AutoGPT policy (integrations/autogpt.md, "Create a Policy"), used when
+# ./policies/ does not exist.
+SEED_POLICY = """\
+name: autogpt-policy
+version: "1.0"
+description: Policy for AutoGPT autonomous agents
+
+appliesTo:
+  tags:
+    - autogpt
+
+rules:
+  # Allow information gathering
+  - effect: allow
+    actions:
+      - "read:*"
+      - "search:web"
+      - "browse:*"
+
+  # Allow file operations in workspace
+  - effect: allow
+    actions:
+      - "write:workspace/*"
+      - "read:workspace/*"
+
+  # Allow code execution (sandboxed)
+  - effect: allow
+    actions:
+      - "execute:python"
+      - "execute:javascript"
+
+  # DENY dangerous operations
+  - effect: deny
+    actions:
+      - "execute:shell"      # No shell access
+      - "write:system/*"     # No system file writes
+      - "delete:*"           # No deletions
+      - "send:email"         # No email sending
+      - "pay:*"              # No financial transactions
+
+defaultEffect: deny
+
+# Rate limits for autonomous agents
+rateLimits:
+  requestsPerMinute: 30
+  requestsPerHour: 500
+"""
+
+
+@dataclass
+class EmbeddedGateway:
+    """A local gateway process started (or found running) for this state folder."""
+
+    url: str
+    pid: int | None
+    state_dir: Path
+    started: bool
+
+
+def _gateway_command() -> list[str]:
+    configured = _env("MESHGUARD_GATEWAY_COMMAND")
+    if configured:
+        return shlex.split(configured)
+    found = shutil.which("meshguard")
+    if found:
+        return [found]
+    if importlib.util.find_spec("meshguard_gateway") is not None:
+        return [sys.executable, "-m", "meshguard_gateway"]
+    raise ConfigError(
+        "no gateway configured and none to start: install the MeshGuard gateway (pip install meshguard-autogpt, "
+        "in its own environment), then put `meshguard` on PATH or set MESHGUARD_GATEWAY_COMMAND, "
+        "or point MESHGUARD_URL and MESHGUARD_TOKEN at a running gateway"
+    )
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _running_gateway(state_dir: Path) -> tuple[str, int | None] | None:
+    info = state_dir / "gateway.json"
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+        url = str(data["url"]).rstrip("/")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (url, data.get("pid")) if _healthy(url) else None
+
+
+def start_embedded_gateway(state_dir: Path, timeout: float = 30.0) -> EmbeddedGateway:
+    """Reuse the healthy gateway of `state_dir`, or start one detached that outlives AutoGPT."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    running = _running_gateway(state_dir)
+    if running:
+        return EmbeddedGateway(running[0], running[1], state_dir, started=False)
+    policies = Path("policies")
+    if not policies.is_dir():
+        policies = state_dir / "policies"
+        if not policies.is_dir():
+            policies.mkdir(mode=0o700)
+            (policies / "autogpt.yaml").write_text(SEED_POLICY, encoding="utf-8")
+    info = state_dir / "gateway.json"
+    if info.exists():
+        info.unlink()  # a dead gateway's file must not be mistaken for the new one
+    cmd = [*_gateway_command(), "gateway", "start", "--host", "127.0.0.1", "--port", "0",
+           "--state-dir", str(state_dir), "--policies", str(policies)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")}
+    log_path = state_dir / "gateway.log"
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)  # fmt: skip
+        except OSError as exc:
+            raise ConfigError(f"could not start the gateway ({shlex.join(cmd)}): {exc}") from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ConfigError(f"the embedded gateway exited with status {proc.returncode} ({shlex.join(cmd)}):\n{tail}")
+        running = _running_gateway(state_dir)
+        if running:
+            return EmbeddedGateway(running[0], proc.pid, state_dir, started=True)
+        time.sleep(0.1)
+    proc.terminate()
+    raise ConfigError(f"the embedded gateway did not come up within {timeout:g}s; see {log_path}")
+
+
+def _admin_token(state_dir: Path) -> str:
+    token = _env("MESHGUARD_ADMIN_TOKEN", "ADMIN_TOKEN")
+    if token:
+        return token
+    try:
+        return (state_dir / "admin_token").read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ConfigError(f"{state_dir}/admin_token is missing; set MESHGUARD_ADMIN_TOKEN to the gateway's admin token") from None
+
+
+def embedded_agent_token(url: str, state_dir: Path, name: str) -> str:
+    """Create or reuse agent `name` (tags autogpt, trust verified) and return a fresh token for it."""
+    headers = {"X-Admin-Token": _admin_token(state_dir)}
+    try:
+        resp = requests.get(f"{url}/admin/agents/{name}", headers=headers, timeout=10)
+        if resp.status_code == 404:
+            resp = requests.post(f"{url}/admin/agents", headers=headers, timeout=10,
+                                 json={"name": name, "trustTier": "verified", "tags": ["autogpt"]})  # fmt: skip
+            if resp.status_code != 201:
+                raise ConfigError(f"creating agent '{name}' at {url} failed: HTTP {resp.status_code} {resp.text[:300]}")
+            return str(resp.json()["token"])
+        if resp.status_code != 200:
+            raise ConfigError(f"looking up agent '{name}' at {url} failed: HTTP {resp.status_code} {resp.text[:300]}")
+        if resp.json().get("status") == "revoked":
+            raise AgentRevokedError(
+                f"agent '{name}' in {state_dir} is revoked, and revocation is permanent. To start over, stop that "
+                f"gateway and remove {state_dir} (its audit trail goes with it), or set MESHGUARD_AGENT_NAME to a new name"
+            )
+        resp = requests.post(f"{url}/admin/agents/{name}/token", headers=headers, timeout=10)
+        if resp.status_code != 200:
+            raise ConfigError(f"issuing a token for '{name}' at {url} failed: HTTP {resp.status_code} {resp.text[:300]}")
+        return str(resp.json()["token"])
+    except requests.RequestException as exc:
+        raise ConfigError(f"the embedded gateway {url} did not answer ({type(exc).__name__}: {exc})") from None
+
+
+###############################################################################
+# main ########################################################################
+###############################################################################
+
+_OPTIONS = {
+    "url": "MESHGUARD_URL", "trace-id": "MESHGUARD_TRACE_ID", "timeout": "MESHGUARD_TIMEOUT",
+    "on-rate-limit": "MESHGUARD_ON_RATE_LIMIT", "action-map": "MESHGUARD_ACTION_MAP",
+    "state-dir": "MESHGUARD_STATE_DIR", "scripted-model": "MESHGUARD_SCRIPTED_MODEL",
+    "scripted-prompts": "MESHGUARD_SCRIPTED_PROMPTS",
+}  # fmt: skip
+
+
+def _split_args(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
+    """(launcher options by env name, AutoGPT's arguments, help asked)."""
+    ours: dict[str, str] = {}
+    rest: list[str] = []
+    wants_help = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--meshguard-help":
+            wants_help = True
+        elif arg.startswith("--meshguard-"):
+            key, eq, value = arg[len("--meshguard-"):].partition("=")
+            if key not in _OPTIONS:
+                known = ", ".join(f"--meshguard-{k}" for k in _OPTIONS)
+                raise ConfigError(f"unknown launcher option {arg.split('=')[0]} (known: {known}, --meshguard-help)")
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise ConfigError(f"{arg} needs a value")
+                value = argv[i]
+            ours[_OPTIONS[key]] = value
+        else:
+            rest.append(arg)
+        i += 1
+    return ours, rest, wants_help
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run AutoGPT governed. Returns the exit status (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options, autogpt_args, wants_help = _split_args(argv)
+    except ConfigError as exc:
+        print(f"meshguard_autogpt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if wants_help:
+        print(__doc__)
+        return EXIT_OK
+    os.environ.update(options)
+    embedded: EmbeddedGateway | None = None
+    try:
+        scripted = _env("MESHGUARD_SCRIPTED_MODEL")
+        if scripted:
+            _prepare_scripted_environment()
+        action_map = load_action_map()
+        url = _env("MESHGUARD_URL", "MESHGUARD_GATEWAY_URL")
+        token = _env("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")
+        if url and not token:
+            raise ConfigError(f"MESHGUARD_URL is {url} but no agent token is set: set MESHGUARD_TOKEN "
+                              "(meshguard agent token NAME), or unset MESHGUARD_URL to use the embedded gateway")  # fmt: skip
+        if not token:
+            state_dir = Path(_env("MESHGUARD_STATE_DIR", default=".meshguard") or ".meshguard").resolve()
+            embedded = start_embedded_gateway(state_dir)
+            url = embedded.url
+            token = embedded_agent_token(url, state_dir, _env("MESHGUARD_AGENT_NAME", default=DEFAULT_AGENT_NAME) or DEFAULT_AGENT_NAME)
+            how = "started" if embedded.started else "reusing"
+            _say(f"{how} the embedded gateway at {url} (state {state_dir})")
+        url = url or DEFAULT_URL
+        if not _healthy(url):
+            raise ConfigError(f"the MeshGuard gateway {url} is not reachable (GET /health failed); start it "
+                              "(meshguard gateway start) or unset MESHGUARD_URL/MESHGUARD_TOKEN to use the embedded one")  # fmt: skip
+        gw = MeshGuardGateway(url, token)
+        globals()["gateway"] = gw
+        info = patch_autogpt(gw, action_map)
+        if scripted:
+            _say(f"SCRIPTED MODEL (test/demo): replaying {scripted} instead of calling an LLM")
+            install_scripted_model(info.generation, ScriptedModel(scripted, _env("MESHGUARD_SCRIPTED_PROMPTS")))
+        entry, prefix, entry_name = _entry_point(info.generation)
+    except AgentRevokedError as exc:
+        print(f"meshguard_autogpt: {exc.reason}", file=sys.stderr)
+        return EXIT_REVOKED
+    except MeshGuardError as exc:
+        print(f"meshguard_autogpt: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    _say(f"governing {info.autogpt_version} ({info.target}); trace {gw.trace_id}")
+    status = EXIT_OK
+    try:
+        result = entry.main(args=[*prefix, *autogpt_args], prog_name="autogpt", standalone_mode=False)
+        if isinstance(result, int):
+            status = result
+    except AgentRevokedError as exc:
+        print(f"{_PREFIX} STOPPED: {exc}", file=sys.stderr, flush=True)
+        status = EXIT_REVOKED
+    except SystemExit as exc:  # AutoGPT's own exit()/quit() (task_complete, goals_accomplished)
+        code = exc.code
+        status = code if isinstance(code, int) else (0 if code is None else EXIT_ERROR)
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        _farewell(gw, embedded)
+    return status
+
+
+def _farewell(gw: MeshGuardGateway, embedded: EmbeddedGateway | None) -> None:
+    s = gw.stats
+    _say(f"trace {gw.trace_id}: {s['allowed']} allowed, {s['refused']} refused. "
+         f"See every decision: meshguard audit trace {gw.trace_id}")  # fmt: skip
+    if embedded is not None:
+        pid = f"pid {embedded.pid}" if embedded.pid else "its pid is in gateway.json"
+        _say(f"the embedded gateway keeps running at {embedded.url} ({pid}, state {embedded.state_dir}) so the "
+             f"CLI can read the audit trail; stop it with: kill {embedded.pid or '<pid>'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    # One module object whether run as a script or imported by AutoGPT plugins: `governed` must
+    # find the launcher's gateway, not build a second one.
+    sys.modules.setdefault("meshguard_autogpt", sys.modules[__name__])
+    sys.exit(main())
