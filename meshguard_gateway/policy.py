@@ -521,7 +521,8 @@ class _Parser:
         if "delegation" in entries:
             knode, vnode = entries["delegation"]
             delegation = self.value(vnode)
-            self.warn(knode, "'delegation' is accepted but not enforced by this gateway", key="delegation")
+            self.warn(knode, "warning: 'delegation' is accepted but not enforced by this gateway",
+                      key="delegation")
         rules: list[Rule] = []
         if "rules" not in entries:
             self.problem(root, "missing required key 'rules' (a list; it may be empty: rules: [])", key="rules")
@@ -662,8 +663,9 @@ def _parse(text: str, source: str) -> tuple[Policy | None, list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.problem:
-            what = f"{exc.context}: {exc.problem}" if "while" not in exc.context else exc.problem
+        if exc.context and exc.problem and exc.context_mark is not None and exc.context_mark is not mark:
+            cm = exc.context_mark
+            what += f" ({exc.context} started at line {cm.line + 1}, column {cm.column + 1})"
         line = mark.line + 1 if mark is not None else None
         col = mark.column + 1 if mark is not None else None
         return None, [Problem(source, f"YAML syntax error: {what}", line, col)]
@@ -676,7 +678,8 @@ def _parse(text: str, source: str) -> tuple[Policy | None, list[Problem]]:
         line = second.start_mark.line + 1 if second is not None else None
         return None, [Problem(source, "one policy per file: found more than one YAML document ('---')", line)]
     policy = parser.policy(nodes[0], text)
-    return policy, parser.problems
+    problems = sorted(parser.problems, key=lambda p: (p.line or 0, p.column or 0))
+    return policy, problems
 
 
 def parse_policy(text: str, source: str = "<string>") -> Policy:
