@@ -286,26 +286,35 @@ def allowed(agent: str) -> None:
 
 
 def _details_lines(details: Any) -> list[str]:
-    """The verbose explanation: which policies applied and which rules matched."""
+    """The verbose explanation: which policies applied, what each said, which rules matched."""
     if not details:
-        return []
+        return ["no policy applies to this agent"]
     if isinstance(details, str):
         return [details]
     if isinstance(details, dict):
         details = [details]
     lines: list[str] = []
     for item in details:
-        if isinstance(item, dict):
-            name = item.get("policy") or item.get("name")
-            decision = item.get("decision") or item.get("effect")
-            head = f"policy {name}" if name else ""
-            if decision:
-                head += f": {decision}"
-            rest = {k: v for k, v in item.items() if k not in ("policy", "name", "decision", "effect") and v not in (None, [], {})}
-            tail = "; ".join(f"{k}: {_patterns(v) if isinstance(v, list) else v}" for k, v in rest.items())
-            lines.append(" ".join(x for x in (head, f"({tail})" if tail and head else tail) if x))
-        else:
+        if not isinstance(item, dict):
             lines.append(str(item))
+            continue
+        head = f"policy {item.get('policy') or item.get('name')}: {item.get('decision') or item.get('effect')}"
+        if item.get("rule"):
+            head += f" by rule {item['rule']}"
+        if item.get("reason"):
+            head += f" ({item['reason']})"
+        lines.append(head)
+        matched = item.get("matched") or []
+        if not matched:
+            lines.append("  no rule matched")
+        for m in matched:
+            if not isinstance(m, dict):
+                lines.append(f"  {m}")
+                continue
+            text = f"  {m.get('effect')} rule {m.get('rule')} matched on pattern {m.get('pattern')}"
+            if m.get("applied") is False:
+                text += f", but does not apply: {m.get('note') or 'a condition does not hold'}"
+            lines.append(text)
     return lines
 
 
@@ -469,7 +478,7 @@ def test(
             body.pop("result", None)
             body.pop("name", None)
             body["allowed"] = outcome.decision == "allow"
-            if not verbose and not outcome.details:
+            if not verbose:
                 body.pop("details", None)
             print_json(body)
         elif quiet():

@@ -1,0 +1,515 @@
+"""`meshguard audit ...`: read the audit trail while agents run, and afterwards.
+
+Following and exporting page through ``GET /admin/audit?after=<id>&order=asc``: ids are
+assigned in commit order, so resuming after the last id seen never skips an entry and
+never shows one twice, and memory stays constant however long the trail is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from rich.text import Text
+
+from meshguard_gateway.cli._errors import CLIError
+from meshguard_gateway.cli._options import admin_client, common_options, json_output, quiet
+from meshguard_gateway.cli._output import (
+    console,
+    decision_text,
+    format_time,
+    note,
+    print_fields,
+    print_json,
+    print_json_line,
+    print_line,
+    print_table,
+    styled,
+)
+
+DECISIONS = ("allow", "deny", "rate_limited", "approval_required")
+PAGE = 500
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(value: str, *, now: datetime | None = None) -> str:
+    """`2026-01-27`, an ISO-8601 time, `now`, or an age like `15m`, `2h`, `7d` -> ISO-8601 UTC."""
+    now = now or datetime.now(timezone.utc)
+    text = value.strip()
+    match = _RELATIVE.match(text.lower())
+    if match:
+        moment = now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    elif text.lower() == "now":
+        moment = now
+    else:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is not a time; use a date (2026-01-27), an ISO-8601 time (2026-01-27T09:30:00Z) "
+                "or an age (15m, 2h, 7d)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return parse_when(value) if value else None
+
+
+def _decision(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower().replace("-", "_")
+    value = {"allowed": "allow", "denied": "deny", "approval": "approval_required"}.get(value, value)
+    if value not in DECISIONS:
+        raise click.BadParameter(f"{value!r} is not a decision; use one of: {', '.join(DECISIONS)}")
+    return value
+
+
+def _filters(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def iter_entries(client: Any, filters: dict[str, Any], after: int = 0, page: int = PAGE) -> Iterator[dict[str, Any]]:
+    """Every matching entry with id > after, oldest first, one page in memory at a time."""
+    cursor = after
+    while True:
+        body = client.get("/admin/audit", after=cursor, order="asc", limit=page, **filters)
+        entries = body.get("entries", []) if isinstance(body, dict) else []
+        for entry in entries:
+            yield entry
+            cursor = max(cursor, _id(entry))
+        if len(entries) < page:
+            return
+
+
+def _id(entry: dict[str, Any]) -> int:
+    try:
+        return int(entry.get("id") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _outcome(entry: dict[str, Any]) -> Text | None:
+    outcome = entry.get("outcome")
+    if not isinstance(outcome, dict) or not outcome.get("status"):
+        return None
+    text = styled(outcome["status"])
+    if outcome.get("duration_ms") is not None:
+        text.append(f" {_ms(outcome['duration_ms'])}")
+    return text
+
+
+def _ms(value: Any) -> str:
+    try:
+        ms = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def _agent(entry: dict[str, Any]) -> str:
+    return str(entry.get("agent_name") or entry.get("agent_id") or "-")
+
+
+def _rule(entry: dict[str, Any]) -> str | None:
+    parts = [str(entry[k]) for k in ("policy", "rule") if entry.get(k)]
+    return " / ".join(parts) or None
+
+
+def entry_line(entry: dict[str, Any]) -> Text:
+    """One entry on one line, for `audit tail`."""
+    line = Text(f"{format_time(entry.get('timestamp'))}  ")
+    decision = decision_text(entry.get("decision"))
+    decision.pad_right(17 - len(decision.plain))
+    line.append_text(decision)
+    if entry.get("enforced") is False:
+        line.append(" (audit mode)", style="dim")
+    line.append(f" {_agent(entry)}  {entry.get('action') or '-'}")
+    if entry.get("resource"):
+        line.append(f"  {entry['resource']}")
+    outcome = _outcome(entry)
+    if outcome is not None:
+        line.append("  -> ")
+        line.append_text(outcome)
+    if entry.get("decision") not in (None, "allow") and entry.get("reason"):
+        line.append(f"  ({entry['reason']})", style="dim")
+    return line
+
+
+@click.group()
+def cli() -> None:
+    """Read the audit trail: tail, query, trace, stats, export."""
+
+
+@cli.command()
+@click.option("-n", "--lines", "count", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many recent entries to show first.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries as they are committed (Ctrl-C stops).")
+@click.option("--agent", help="Only this agent (name or id).")
+@click.option("--action", help="Only this action.")
+@click.option("--decision", callback=_decision, help=f"Only this decision: {', '.join(DECISIONS)}.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="SECONDS",
+              help="How often --follow asks for new entries.")
+@common_options
+def tail(count: int, follow: bool, agent: str | None, action: str | None, decision: str | None, interval: float) -> None:
+    """Show the latest entries; with -f, follow new ones as they are committed.
+
+    \b
+    meshguard audit tail -n 50
+    meshguard audit tail --follow --agent autogpt-agent
+    meshguard audit tail -f --decision deny
+    """
+    client = admin_client()
+    filters = _filters(agent=agent, action=action, decision=decision)
+    as_json = json_output()
+
+    def show(entry: dict[str, Any]) -> None:
+        if as_json:
+            print_json_line(entry)
+        else:
+            print_line(entry_line(entry))
+
+    body = client.get("/admin/audit", order="desc", limit=max(count, 1), **filters)
+    recent = list(reversed(body.get("entries", []) if isinstance(body, dict) else []))
+    cursor = max((_id(e) for e in recent), default=0)
+    for entry in recent[len(recent) - count :] if count else []:
+        show(entry)
+    if not follow:
+        if not recent and not as_json:
+            note("No audit entries yet.", quiet=quiet())
+        return
+    if not as_json:
+        note(f"Following the audit trail of {client.url} (Ctrl-C to stop) ...", quiet=quiet())
+    try:
+        while True:
+            got = 0
+            for entry in iter_entries(client, filters, after=cursor):
+                show(entry)
+                cursor = max(cursor, _id(entry))
+                got += 1
+            if got == 0:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how one stops following: exit 0, no traceback
+
+
+@cli.command()
+@click.option("--agent", help="Agent name or id.")
+@click.option("--action", help="Action (verb:object).")
+@click.option("--decision", callback=_decision, help=f"One of: {', '.join(DECISIONS)}.")
+@click.option("--trace", "trace_id", help="Trace id (see also `audit trace`).")
+@click.option("--from", "from_", callback=_when, help="Start: a date, an ISO-8601 time, or an age (2h, 7d).")
+@click.option("--to", callback=_when, help="End: a date, an ISO-8601 time, or an age.")
+@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=100, show_default=True)
+@click.option("--order", type=click.Choice(["desc", "asc"]), default="desc", show_default=True,
+              help="Newest first (desc) or oldest first (asc).")
+@common_options
+def query(
+    agent: str | None,
+    action: str | None,
+    decision: str | None,
+    trace_id: str | None,
+    from_: str | None,
+    to: str | None,
+    limit: int,
+    order: str,
+) -> None:
+    """Search audit entries.
+
+    \b
+    meshguard audit query --decision deny --limit 20
+    meshguard audit query --agent autogpt-agent --from 24h
+    """
+    filters = _filters(agent=agent, action=action, decision=decision, trace=trace_id, **{"from": from_, "to": to})
+    body = admin_client().get("/admin/audit", order=order, limit=limit, **filters)
+    entries: list[dict[str, Any]] = body.get("entries", []) if isinstance(body, dict) else []
+    if json_output():
+        print_json(body)
+        return
+    if not entries:
+        note("No audit entries match.", quiet=quiet())
+        return
+    print_table(
+        ["ID", "TIME", "AGENT", "ACTION", "RESOURCE", "DECISION", "POLICY / RULE", "OUTCOME", "REASON"],
+        [
+            [
+                str(e.get("id")),
+                format_time(e.get("timestamp")),
+                _agent(e),
+                e.get("action"),
+                e.get("resource"),
+                decision_text(e.get("decision")),
+                _rule(e),
+                _outcome(e),
+                e.get("reason") if e.get("decision") != "allow" else None,
+            ]
+            for e in entries
+        ],
+    )
+    if not quiet() and len(entries) == limit:
+        note(f"Showing {limit} entries; there may be more (raise --limit, narrow with --from/--to, or use `audit export`).")
+
+
+@cli.command()
+@click.argument("trace_id")
+@common_options
+def trace(trace_id: str) -> None:
+    """Show a whole run (one trace id) in order, with each command's outcome."""
+    client = admin_client()
+    entries = list(iter_entries(client, {"trace": trace_id}))
+    if json_output():
+        print_json({"trace_id": trace_id, "entries": entries})
+        if not entries:
+            raise CLIError(f"no audit entries for trace {trace_id!r}")
+        return
+    if not entries:
+        raise CLIError(
+            f"no audit entries for trace {trace_id!r}; check the id (the launcher prints it at the end of a run)"
+        )
+    agents = sorted({_agent(e) for e in entries})
+    first, last = entries[0].get("timestamp"), entries[-1].get("timestamp")
+    if not quiet():
+        print_line(
+            f"Trace {trace_id}: {len(entries)} check{'s' if len(entries) != 1 else ''} by {', '.join(agents)}, "
+            f"{format_time(first)} to {format_time(last)} UTC"
+        )
+    print_table(
+        ["#", "TIME", "AGENT", "ACTION", "RESOURCE", "DECISION", "OUTCOME", "REASON"],
+        [
+            [
+                str(i),
+                format_time(e.get("timestamp"))[11:] or format_time(e.get("timestamp")),
+                _agent(e),
+                e.get("action"),
+                e.get("resource"),
+                decision_text(e.get("decision")),
+                _outcome(e),
+                e.get("reason") if e.get("decision") != "allow" else None,
+            ]
+            for i, e in enumerate(entries, start=1)
+        ],
+    )
+    counts: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for e in entries:
+        counts[str(e.get("decision"))] = counts.get(str(e.get("decision")), 0) + 1
+        status = (e.get("outcome") or {}).get("status") if isinstance(e.get("outcome"), dict) else None
+        if status:
+            outcomes[str(status)] = outcomes.get(str(status), 0) + 1
+    summary = ", ".join(f"{n} {_decision_word(d, n)}" for d, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    if outcomes:
+        summary += "; outcomes: " + ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items(), key=lambda kv: -kv[1]))
+    print_line(f"Summary: {summary}")
+
+
+def _decision_word(decision: str, n: int) -> str:
+    return {
+        "allow": "allowed",
+        "deny": "denied",
+        "rate_limited": "rate limited",
+        "approval_required": "needed approval",
+    }.get(decision, decision)
+
+
+def _pct(part: Any, total: Any) -> str:
+    try:
+        return f"{100.0 * float(part) / float(total):.1f}%" if float(total) else "0.0%"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def _bar_chars() -> str:
+    encoding = (getattr(sys.stdout, "encoding", None) or "ascii").lower()
+    return "█" if "utf" in encoding else "#"
+
+
+def hourly_chart(hours: list[dict[str, Any]], width: int = 40) -> list[Text]:
+    """One bar per hour: allowed (green), denied (red), other refusals (yellow), scaled to the busiest."""
+    block = _bar_chars()
+    peak = max((int(h.get("total") or 0) for h in hours), default=0)
+    span_days = len({str(h.get("hour"))[:10] for h in hours}) > 1
+    lines: list[Text] = []
+    for h in hours:
+        total = int(h.get("total") or 0)
+        allowed = int(h.get("allowed") or 0)
+        denied = int(h.get("denied") or 0)
+        other = max(total - allowed - denied, 0)
+        cells = 0 if peak == 0 else max(1 if total else 0, round(width * total / peak))
+        a = round(cells * allowed / total) if total else 0
+        d = round(cells * denied / total) if total else 0
+        if a + d > cells:
+            d = cells - a
+        o = cells - a - d
+        label = format_time(h.get("hour"))
+        label = label[5:16] if span_days else label[11:16]
+        line = Text(f"{label}  ")
+        line.append(block * a, style="green")
+        line.append(block * d, style="red")
+        line.append(block * o, style="yellow")
+        line.append(" " * (width - cells))
+        detail = f"  {total:>5}"
+        if total:
+            detail += f"  ({allowed} allowed, {denied} denied" + (f", {other} other)" if other else ")")
+        line.append(detail)
+        lines.append(line)
+    return lines
+
+
+@cli.command()
+@click.option("--agent", help="Only this agent (name or id).")
+@click.option("--period", type=click.FloatRange(min=0, min_open=True), default=24, show_default=True,
+              metavar="HOURS", help="How many hours back.")
+@click.option("--breakdown", type=click.Choice(["hourly"]), default=None, help="Add an hour-by-hour bar chart.")
+@common_options
+def stats(agent: str | None, period: float, breakdown: str | None) -> None:
+    """Totals, allow/deny percentages, top denied actions, and an hourly chart.
+
+    \b
+    meshguard audit stats --agent autogpt-agent --period 1
+    meshguard audit stats --period 24 --breakdown hourly
+    """
+    period_param: Any = int(period) if float(period).is_integer() else period
+    body = admin_client().get("/admin/audit/stats", agent=agent, period=period_param, breakdown=breakdown)
+    if json_output():
+        print_json(body)
+        return
+    body = body if isinstance(body, dict) else {}
+    total = body.get("total") or 0
+    who = f" for agent {agent}" if agent else ""
+    print_line(f"Audit statistics{who}, last {period:g} hour{'s' if period != 1 else ''}")
+    print_line("")
+    print_fields(
+        [
+            ("Total", f"{total:>7}"),
+            ("Allowed", f"{body.get('allowed') or 0:>7}  ({_pct(body.get('allowed') or 0, total)})"),
+            ("Denied", f"{body.get('denied') or 0:>7}  ({_pct(body.get('denied') or 0, total)})"),
+            ("Rate limited", f"{body.get('rate_limited') or 0:>7}  ({_pct(body.get('rate_limited') or 0, total)})"),
+            (
+                "Approval required",
+                f"{body.get('approval_required') or 0:>7}  ({_pct(body.get('approval_required') or 0, total)})",
+            ),
+        ]
+    )
+    top = body.get("top_denied") or []
+    if top:
+        print_line("")
+        print_table(["TOP DENIED ACTION", "COUNT"], [[t.get("action"), str(t.get("count"))] for t in top])
+    if breakdown == "hourly":
+        hours = body.get("hourly") or []
+        print_line("")
+        print_line("Hourly breakdown (UTC)")
+        if not hours or not any(int(h.get("total") or 0) for h in hours):
+            print_line("  no activity in this period")
+        for line in hourly_chart(hours):
+            print_line(line)
+
+
+CSV_FIELDS = (
+    "id", "timestamp", "agent_id", "agent_name", "action", "resource", "decision", "enforced", "policy",
+    "rule", "reason", "trace_id", "decision_id", "outcome_status", "outcome_result", "outcome_duration_ms",
+)  # fmt: skip
+
+
+def _csv_row(entry: dict[str, Any]) -> list[Any]:
+    outcome = entry.get("outcome") if isinstance(entry.get("outcome"), dict) else {}
+    row = dict(entry)
+    row["outcome_status"] = outcome.get("status")
+    row["outcome_result"] = outcome.get("result")
+    row["outcome_duration_ms"] = outcome.get("duration_ms")
+    return ["" if row.get(k) is None else row.get(k) for k in CSV_FIELDS]
+
+
+class _Writer:
+    """Streams entries as csv, a JSON array, or JSON lines; nothing is kept in memory."""
+
+    def __init__(self, out: IO[str], fmt: str) -> None:
+        self.out, self.fmt, self.count = out, fmt, 0
+        self.csv = csv.writer(out) if fmt == "csv" else None
+        if self.csv is not None:
+            self.csv.writerow(CSV_FIELDS)
+        elif fmt == "json":
+            out.write("[")
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self.csv is not None:
+            self.csv.writerow(_csv_row(entry))
+        elif self.fmt == "json":
+            self.out.write(("," if self.count else "") + "\n  " + json.dumps(entry, ensure_ascii=False, default=str))
+        else:
+            self.out.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.out.write("\n]\n" if self.count else "]\n")
+        self.out.flush()
+
+
+@cli.command()
+@click.option("--from", "from_", callback=_when, help="Start: a date, an ISO-8601 time, or an age (default: all).")
+@click.option("--to", callback=_when, help="End (default: now).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
+@click.option("--agent", help="Only this agent (name or id).")
+@click.option("--decision", callback=_decision, help=f"Only this decision: {', '.join(DECISIONS)}.")
+@click.option("--page-size", type=click.IntRange(min=1, max=5000), default=1000, show_default=True, hidden=True)
+@common_options
+def export(
+    from_: str | None, to: str | None, fmt: str, output: Path | None, agent: str | None, decision: str | None,
+    page_size: int,
+) -> None:  # fmt: skip
+    """Export audit entries for compliance or analysis, page by page (constant memory).
+
+    \b
+    meshguard audit export --from 2026-01-01 --to 2026-01-31 --format csv --output january.csv
+    """
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    client = admin_client()
+    filters = _filters(agent=agent, decision=decision, **{"from": from_, "to": to})
+    partial = output.with_name(output.name + ".partial") if output is not None else None
+    handle: IO[str]
+    if partial is not None:
+        try:
+            handle = open(partial, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise CLIError(f"cannot write {output}: {exc.strerror}") from None
+    else:
+        handle = click.get_text_stream("stdout")
+    show_progress = console(stderr=True).is_terminal and not quiet()
+    writer = _Writer(handle, fmt)
+    ok = False
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("Exporting audit entries"), BarColumn(), TextColumn("{task.completed:,} entries"),
+            TimeElapsedColumn(), console=console(stderr=True), transient=True, disable=not show_progress,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("export", total=None)
+            for entry in iter_entries(client, filters, page=page_size):
+                writer.write(entry)
+                progress.advance(task)
+        writer.close()
+        ok = True
+    finally:
+        if partial is not None:
+            handle.close()
+            if ok:
+                os.replace(partial, output)  # type: ignore[arg-type]
+            else:
+                partial.unlink(missing_ok=True)
+    if output is not None and not quiet():
+        note(f"Exported {writer.count:,} entr{'ies' if writer.count != 1 else 'y'} to {output} ({fmt}).")
