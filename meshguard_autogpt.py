@@ -651,7 +651,10 @@ def governed(action: str, resource_key: str | None = None, *, context: Mapping[s
 #        workspace following `..` and symlinks; "{place}" in the action becomes `workspace` (resource:
 #        the path relative to it) or `system` (resource: the real absolute path).
 #   SPEC "a|b" (or "arg:a|b"): the first present argument, verbatim.  No SPEC: no resource.
-#   context "sandbox": true | false | "auto" (auto: will AutoGPT run this code inside a container?)
+#   context "sandbox": true | false | "auto" | "host". Will this code run inside a container?
+#        "auto": AutoGPT's Python commands, which every known generation runs in Docker (or in the
+#        container AutoGPT itself runs in); "host": a plain subprocess, so only if AutoGPT itself runs
+#        in a container (/.dockerenv, AutoGPT's own test). Unknown generation: false.
 # Unmapped commands become execute:<command>. Lifecycle commands are recorded, never refused.
 _FILE = "path:filename|file_path|file|path"
 _BUILTIN_ACTION_MAP: dict[str, dict[str, Any]] = {
@@ -661,6 +664,7 @@ _BUILTIN_ACTION_MAP: dict[str, dict[str, Any]] = {
     "write_file": {"action": "write:{place}", "resource": _FILE},
     "create_file": {"action": "write:{place}", "resource": _FILE},
     "append_to_file": {"action": "write:{place}", "resource": _FILE},
+    "replace_in_file": {"action": "write:{place}", "resource": _FILE},
     "delete_file": {"action": "delete:{place}", "resource": _FILE},
     "search_files": {"action": "read:{place}", "resource": "path:directory"},
     "list_files": {"action": "read:{place}", "resource": "path:directory"},
@@ -673,13 +677,13 @@ _BUILTIN_ACTION_MAP: dict[str, dict[str, Any]] = {
     # code
     "execute_python_file": {"action": "execute:python", "resource": _FILE, "context": {"sandbox": "auto"}},
     "execute_python_code": {"action": "execute:python", "resource": "code", "context": {"sandbox": "auto"}},
-    "execute_shell": {"action": "execute:shell", "resource": "command_line", "context": {"sandbox": False}},
-    "execute_shell_popen": {"action": "execute:shell", "resource": "command_line", "context": {"sandbox": False}},
+    "execute_shell": {"action": "execute:shell", "resource": "command_line", "context": {"sandbox": "host"}},
+    "execute_shell_popen": {"action": "execute:shell", "resource": "command_line", "context": {"sandbox": "host"}},
     # web
-    "google": {"action": "search:web", "resource": "query"},
-    "google_search": {"action": "search:web", "resource": "query"},
-    "web_search": {"action": "search:web", "resource": "query"},
-    "search": {"action": "search:web", "resource": "query"},
+    "google": {"action": "search:web", "resource": "query|input"},
+    "google_search": {"action": "search:web", "resource": "query|input"},
+    "web_search": {"action": "search:web", "resource": "query|input"},
+    "search": {"action": "search:web", "resource": "query|input"},
     "browse_website": {"action": "browse:web", "resource": "url"},
     "read_webpage": {"action": "browse:web", "resource": "url"},
     "get_text_summary": {"action": "browse:web", "resource": "url"},
@@ -740,8 +744,8 @@ def _validate_entry(source: str, name: str, entry: Any) -> dict[str, Any]:
     ctx = entry.get("context") or {}
     if not isinstance(ctx, dict):
         raise ConfigError(f"{where}: 'context' must be an object, got {ctx!r}")
-    if "sandbox" in ctx and ctx["sandbox"] not in (True, False, "auto"):
-        raise ConfigError(f"{where}: context.sandbox must be true, false or \"auto\", got {ctx['sandbox']!r}")
+    if "sandbox" in ctx and ctx["sandbox"] not in (True, False, "auto", "host"):
+        raise ConfigError(f"{where}: context.sandbox must be true, false, \"auto\" or \"host\", got {ctx['sandbox']!r}")
     return {"action": action, "resource": resource, "context": dict(ctx)}
 
 
@@ -783,14 +787,19 @@ def load_action_map(path: str | os.PathLike[str] | None = None) -> dict[str, dic
     return merged
 
 
-def _canonical_path(value: Any, workspace: str | os.PathLike[str] | None) -> tuple[str, str]:
-    """(place, resource): inside the workspace -> ("workspace", relative path); else ("system", real path)."""
+def _canonical_path(value: Any, workspace: str | os.PathLike[str] | None,
+                    relative_to: str | os.PathLike[str] | None = None) -> tuple[str, str]:  # fmt: skip
+    """(place, resource): inside the workspace -> ("workspace", relative path); else ("system", real path).
+
+    A relative path is joined to `relative_to` (default: the workspace, as AutoGPT's commands do),
+    then `..` and symlinks are resolved.
+    """
     text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
     try:
         if workspace is None:
-            return "system", os.path.realpath(os.path.abspath(text))
+            return "system", os.path.realpath(os.path.join(os.fspath(relative_to or os.getcwd()), text))
         root = os.path.realpath(os.fspath(workspace))
-        real = os.path.realpath(os.path.join(root, text))
+        real = os.path.realpath(os.path.join(os.fspath(relative_to) if relative_to else root, text))
     except (ValueError, OSError):  # NUL bytes and the like: the gateway refuses such resources
         return "system", text
     try:
@@ -818,10 +827,12 @@ def map_command(
     workspace: str | os.PathLike[str] | None = None,
     action_map: Mapping[str, Mapping[str, Any]] | None = None,
     python_sandbox: bool = False,
+    relative_to: str | os.PathLike[str] | None = None,
 ) -> MappedCommand:
     """Map one AutoGPT command call to the (action, resource, context) the gateway judges.
 
     `workspace` is AutoGPT's workspace folder (None: unknown, so every path counts as `system`);
+    `relative_to` is where this AutoGPT opens a relative path (default: the workspace);
     `python_sandbox` says whether this AutoGPT runs Python code inside a container.
     """
     arguments = arguments if isinstance(arguments, Mapping) else {}
@@ -840,7 +851,7 @@ def map_command(
         if spec.startswith("path:"):
             found, value = _pick(arguments, spec[5:])
             if found:
-                place, resource = _canonical_path(value, workspace)
+                place, resource = _canonical_path(value, workspace, relative_to)
             else:
                 place = "system"  # no path given: nothing proves it is inside the workspace
             action = action.replace("{place}", place)
@@ -850,7 +861,11 @@ def map_command(
                 resource = value if isinstance(value, str) else json.dumps(value, default=str)
     context: dict[str, Any] = {}
     for key, value in (entry.get("context") or {}).items():
-        context[key] = python_sandbox if (key == "sandbox" and value == "auto") else value
+        if key == "sandbox" and value == "auto":
+            value = python_sandbox
+        elif key == "sandbox" and value == "host":
+            value = os.path.exists("/.dockerenv")
+        context[key] = value
     context.setdefault("sandbox", False)
     return MappedCommand(name, action, resource, context)
 
@@ -888,6 +903,9 @@ class _Governor:
     action_map: dict[str, dict[str, Any]]
     generation: str
     refuse: Callable[[str], Any]  # text -> value to return, or raises
+    # v0.3.0-v0.4.4 resolve file arguments into the workspace before dispatching; a path still
+    # relative at the dispatcher failed that, and the command opens it relative to the process cwd.
+    relative_to_cwd: bool = False
 
 
 _patches: list[tuple[Any, str, Any]] = []
@@ -1012,7 +1030,8 @@ def _call_parts(generation: str, bound: Mapping[str, Any]) -> tuple[str, Mapping
 
 def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[MappedCommand, dict[str, Any] | None]:
     mapped = map_command(name, arguments, workspace=_workspace_of(bound), action_map=gov.action_map,
-                         python_sandbox=_python_sandbox(gov.generation))  # fmt: skip
+                         python_sandbox=_python_sandbox(gov.generation),
+                         relative_to=os.getcwd() if gov.relative_to_cwd else None)  # fmt: skip
     if mapped.lifecycle:
         if gov.gateway.revoked is not None:
             raise AgentRevokedError(gov.gateway.revoked, name)
@@ -1119,7 +1138,9 @@ def patch_autogpt(
             raise error_cls(text)
 
         refusal = "OperationNotAllowedError"
-    governor = _Governor(gw, amap, generation, refuse)
+    agent_cls = getattr(sys.modules.get("autogpt.agent.agent"), "Agent", None)
+    governor = _Governor(gw, amap, generation, refuse,
+                         relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"))  # fmt: skip
     is_async = inspect.iscoroutinefunction(original)
     if generation in ("0.5.0", "0.5.1+") and not is_async:
         raise PatchError(f"cannot govern AutoGPT ({version}): {attr} was expected to be async in {GENERATIONS[generation]}")

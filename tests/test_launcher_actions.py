@@ -1,0 +1,205 @@
+"""The command -> (action, resource, context) map and file canonicalisation (pure, no AutoGPT)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import meshguard_autogpt as mg
+from meshguard_autogpt import ConfigError, load_action_map, map_command
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "auto_gpt_workspace"
+    (ws / "notes").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (ws / "out").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (ws / "secret").symlink_to(tmp_path / "outside" / "secret.txt")
+    return ws
+
+
+@pytest.mark.parametrize(
+    ("filename", "action", "resource"),
+    [
+        ("notes.txt", "write:workspace", "notes.txt"),
+        ("notes/today.txt", "write:workspace", "notes/today.txt"),
+        ("./notes/../notes/today.txt", "write:workspace", "notes/today.txt"),
+        ("../escaped.txt", "write:system", "{tmp}/escaped.txt"),
+        ("notes/../../escaped.txt", "write:system", "{tmp}/escaped.txt"),
+        ("out/x.txt", "write:system", "{tmp}/outside/x.txt"),
+        ("secret", "write:system", "{tmp}/outside/secret.txt"),
+        ("/etc/passwd", "write:system", "/etc/passwd"),
+        ("{ws}/notes/today.txt", "write:workspace", "notes/today.txt"),
+        (".", "write:workspace", "."),
+    ],
+)
+def test_map_command_write_paths_are_canonical(workspace: Path, filename: str, action: str, resource: str) -> None:
+    tmp = os.path.realpath(workspace.parent)
+    filename = filename.format(ws=workspace)
+    mapped = map_command("write_to_file", {"filename": filename, "text": "x"}, workspace=workspace)
+    assert (mapped.action, mapped.resource) == (action, resource.format(tmp=tmp))
+    assert ".." not in (mapped.resource or "").split("/")
+
+
+def test_map_command_workspace_through_a_symlink_is_still_the_workspace(tmp_path: Path) -> None:
+    real = tmp_path / "real_ws"
+    real.mkdir()
+    (tmp_path / "ws_link").symlink_to(real, target_is_directory=True)
+    mapped = map_command("read_file", {"filename": "a.txt"}, workspace=tmp_path / "ws_link")
+    assert (mapped.action, mapped.resource) == ("read:workspace", "a.txt")
+
+
+def test_map_command_unknown_workspace_makes_every_path_system(tmp_path: Path) -> None:
+    mapped = map_command("read_file", {"filename": "a.txt"}, workspace=None, relative_to=tmp_path)
+    assert (mapped.action, mapped.resource) == ("read:system", str(tmp_path.resolve() / "a.txt"))
+
+
+def test_map_command_relative_to_cwd_for_generations_that_pre_resolve(workspace: Path, tmp_path: Path) -> None:
+    """v0.3-v0.4.4: a path still relative at the dispatcher is opened relative to the process cwd."""
+    mapped = map_command("write_to_file", {"filename": "x.txt"}, workspace=workspace, relative_to=tmp_path)
+    assert (mapped.action, mapped.resource) == ("write:system", str(tmp_path.resolve() / "x.txt"))
+    inside = map_command("write_to_file", {"filename": str(workspace / "x.txt")}, workspace=workspace, relative_to=tmp_path)
+    assert (inside.action, inside.resource) == ("write:workspace", "x.txt")
+
+
+def test_map_command_missing_path_argument_is_system(workspace: Path) -> None:
+    mapped = map_command("write_to_file", {"text": "x"}, workspace=workspace)
+    assert (mapped.action, mapped.resource) == ("write:system", None)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "action", "resource"),
+    [
+        ("execute_shell", {"command_line": "rm -rf /"}, "execute:shell", "rm -rf /"),
+        ("execute_shell_popen", {"command_line": "ls"}, "execute:shell", "ls"),
+        ("execute_python_code", {"code": "print(1)", "name": "x"}, "execute:python", "print(1)"),
+        ("execute_python_file", {"filename": "run.py"}, "execute:python", "run.py"),
+        ("google", {"query": "meshguard"}, "search:web", "meshguard"),
+        ("google", {"input": "v0.2.2 tag"}, "search:web", "v0.2.2 tag"),
+        ("web_search", {"query": "q", "num_results": 3}, "search:web", "q"),
+        ("search", {"query": "q"}, "search:web", "q"),
+        ("browse_website", {"url": "https://example.com", "question": "?"}, "browse:web", "https://example.com"),
+        ("read_webpage", {"url": "https://example.com"}, "browse:web", "https://example.com"),
+        ("get_hyperlinks", {"url": "https://e.org"}, "browse:web", "https://e.org"),
+        ("send_tweet", {"tweet_text": "hi"}, "post:social", "hi"),
+        ("send_email", {"to": "a@b.c", "subject": "s", "body": "b"}, "send:email", "a@b.c"),
+        ("delete_file", {"filename": "a.txt"}, "delete:workspace", "a.txt"),
+        ("list_files", {"directory": "."}, "read:workspace", "."),
+        ("list_folder", {"folder": "notes"}, "read:workspace", "notes"),
+        ("open_file", {"file_path": "notes/a.md"}, "read:workspace", "notes/a.md"),
+        ("write_file", {"filename": "a.txt", "contents": "x"}, "write:workspace", "a.txt"),
+        ("create_file", {"filename": "a.txt", "contents": "x"}, "write:workspace", "a.txt"),
+        ("clone_repository", {"url": "https://g/x", "clone_path": "x"}, "write:workspace", "x"),
+        ("download_file", {"url": "https://g/x", "filename": "x.bin"}, "write:workspace", "x.bin"),
+        ("generate_image", {"prompt": "a cat"}, "generate:image", "a cat"),
+        ("start_agent", {"name": "n", "task": "t", "prompt": "p"}, "start:agent", "n"),
+        ("Write_To_File", {"filename": "a.txt", "text": "x"}, "write:workspace", "a.txt"),
+        ("frobnicate", {"x": 1}, "execute:frobnicate", None),
+        ("send_email_via_plugin", {"to": "a@b.c"}, "execute:send_email_via_plugin", None),
+    ],
+)
+def test_map_command_builtin_entries(workspace: Path, command: str, args: dict, action: str, resource: str | None) -> None:
+    mapped = map_command(command, args, workspace=workspace)
+    assert (mapped.action, mapped.resource) == (action, resource)
+    assert not mapped.lifecycle
+
+
+@pytest.mark.parametrize("command", ["task_complete", "goals_accomplished", "finish", "do_nothing", "ask_user", "TASK_COMPLETE"])
+def test_map_command_lifecycle_commands_are_flagged(command: str) -> None:
+    mapped = map_command(command, {"reason": "done"})
+    assert mapped.lifecycle and mapped.action == f"lifecycle:{command.lower()}" and mapped.resource == "done"
+
+
+def test_map_command_sandbox_context(workspace: Path) -> None:
+    python = map_command("execute_python_code", {"code": "1"}, workspace=workspace, python_sandbox=True)
+    assert python.context == {"sandbox": True}
+    unknown_gen = map_command("execute_python_code", {"code": "1"}, workspace=workspace, python_sandbox=False)
+    assert unknown_gen.context == {"sandbox": False}
+    shell = map_command("execute_shell", {"command_line": "ls"}, workspace=workspace, python_sandbox=True)
+    assert shell.context == {"sandbox": os.path.exists("/.dockerenv")}
+    assert map_command("frobnicate", {}).context == {"sandbox": False}
+
+
+def test_map_command_arguments_that_are_not_a_dict() -> None:
+    mapped = map_command("execute_shell", "rm -rf /")  # type: ignore[arg-type]
+    assert (mapped.action, mapped.resource) == ("execute:shell", None)
+
+
+def test_load_action_map_file_adds_and_overrides(tmp_path: Path, workspace: Path) -> None:
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({
+        "send_email": {"action": "send:email", "resource": "recipient"},
+        "deploy": "deploy:production",
+        "read_file": {"action": "read:{place}", "resource": "path:filename", "context": {"sandbox": True}},
+        "render_pdf": {"action": "write:{place}", "resource": "path:output"},
+    }))  # fmt: skip
+    amap = load_action_map(path)
+    assert map_command("send_email", {"recipient": "x@y.z"}, action_map=amap).resource == "x@y.z"
+    assert map_command("deploy", {"env": "prod"}, action_map=amap).action == "deploy:production"
+    read = map_command("read_file", {"filename": "a"}, workspace=workspace, action_map=amap)
+    assert (read.action, read.resource, read.context) == ("read:workspace", "a", {"sandbox": True})
+    pdf = map_command("render_pdf", {"output": "../x.pdf"}, workspace=workspace, action_map=amap)
+    assert pdf.action == "write:system"
+    assert map_command("execute_shell", {"command_line": "ls"}, action_map=amap).action == "execute:shell"
+
+
+def test_load_action_map_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "map.json"
+    path.write_text('{"deploy": "deploy:production"}')
+    monkeypatch.setenv("MESHGUARD_ACTION_MAP", str(path))
+    assert load_action_map()["deploy"]["action"] == "deploy:production"
+
+
+def test_load_action_map_yaml(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    path = tmp_path / "map.yaml"
+    path.write_text("deploy:\n  action: deploy:production\n  resource: env\n")
+    assert map_command("deploy", {"env": "prod"}, action_map=load_action_map(path)).resource == "prod"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"x": {"action": "nocolon"}}', "entry 'x': 'action' must be 'verb:object'"),
+        ('{"x": {"action": "a:b", "resorce": "y"}}', "unknown key(s) resorce"),
+        ('{"x": {"action": "write:{place}", "resource": "filename"}}', "uses {place} but 'resource' is not 'path:"),
+        ('{"x": {"action": "a:b", "context": {"sandbox": "yes"}}}', "context.sandbox must be"),
+        ('{"task_complete": "a:b"}', "lifecycle commands are recorded, not checked"),
+        ('["a"]', "expected an object of command name"),
+        ('{"x": ', "not valid JSON"),
+    ],
+)
+def test_load_action_map_errors_name_the_entry(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "map.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_action_map(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_load_action_map_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_action_map(tmp_path / "nope.json")
+
+
+def test_builtin_map_has_every_command_of_every_generation() -> None:
+    """Names from tmp/team research (generations.md): each maps to a real action, not execute:<name>."""
+    names = """read_file write_to_file write_file create_file append_to_file delete_file search_files list_files
+    list_folder open_file open_folder read_audio_from_file download_file clone_repository replace_in_file
+    execute_python_file execute_python_code execute_shell execute_shell_popen google web_search search
+    browse_website read_webpage get_text_summary get_hyperlinks send_tweet generate_image start_agent
+    message_agent list_agents delete_agent memory_add analyze_code improve_code write_tests
+    hide_context_item close_context_item""".split()
+    for name in names:
+        action = map_command(name, {}).action
+        assert not action.startswith("execute:") or action in ("execute:python", "execute:shell"), name
+
+
+def test_all_is_honest() -> None:
+    for name in mg.__all__:
+        assert hasattr(mg, name), name
