@@ -1,0 +1,688 @@
+"""The gateway's behaviour, without HTTP: the only place that joins store, engine and identity.
+
+`Gateway.check` is the hot path: token already verified, agent from the in-memory cache, a pure
+engine decision, one audit row committed (batched) -> a `CheckResult`. Everything else here is the
+admin surface: agents, policies (apply / delete / reload with last-good semantics), audit queries,
+approvals (durable, bound to agent + action + resource + context, usable once, expiring, every
+transition audited), retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from meshguard_gateway.config import Settings
+from meshguard_gateway.engine import Agent, Decision, Effect, Engine, Request
+from meshguard_gateway.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PolicyError,
+    Problem,
+)
+from meshguard_gateway.identity import InvalidTokenError, TokenIssuer, new_agent_id, normalize_tier
+from meshguard_gateway.policy import Policy, PolicySet, load_policies, parse_policy
+from meshguard_gateway.ratelimit import SlidingWindowLimiter
+from meshguard_gateway.store import (
+    AgentRecord,
+    Approval,
+    AuditEntry,
+    AuditEvent,
+    AuditQuery,
+    AuditStats,
+    OutcomeRecord,
+    Store,
+)
+
+log = logging.getLogger("meshguard.gateway")
+
+RESULT_LIMIT = 1000
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
+_TRACE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_FILE_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "used")
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO-8601 UTC with milliseconds (``2026-01-02T03:04:05.678Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def canonical_context(context: Mapping[str, Any] | None) -> str:
+    """The context as canonical JSON: what an approval is bound to."""
+    return json.dumps(context or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def new_decision_id() -> str:
+    return "dec_" + os.urandom(12).hex()
+
+
+def new_trace_id() -> str:
+    return "trace_" + os.urandom(8).hex()
+
+
+def valid_trace_id(value: str) -> bool:
+    return _TRACE.match(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A decision as answered: ``decision`` is what the policies say; ``enforced`` False in audit mode."""
+
+    decision: Effect
+    reason: str
+    policy: str | None
+    rule: str | None
+    retry_after: float | None
+    limit: str | None
+    decision_id: str
+    trace_id: str
+    agent: AgentRecord
+    action: str
+    resource: str | None
+    enforced: bool
+    audit_id: int
+    approval: Approval | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """May the client go ahead? Always in audit mode; in enforce mode only on ALLOW."""
+        return self.decision is Effect.ALLOW or not self.enforced
+
+
+class Gateway:
+    """One gateway's state: settings, store, agent cache, the engine in force."""
+
+    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float] = time.time) -> None:
+        assert settings.jwt_secret is not None, "prepare_state() fills in the JWT secret"
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.mode = settings.mode
+        self.enforce = settings.mode == "enforce"
+        self.tokens = TokenIssuer(settings.jwt_secret, settings.token_ttl_hours)
+        self.policies_path = Path(settings.policies_dir)
+        self.engine = Engine(PolicySet(), limiter=SlidingWindowLimiter())
+        self.last_reload_error: PolicyError | None = None
+        self._agents: dict[str, AgentRecord] = {}
+        self._by_name: dict[str, str] = {}
+        self._engine_agents: dict[str, Agent] = {}
+        self._policy_lock = asyncio.Lock()
+        self._waiters: dict[str, asyncio.Event] = {}
+        self.started_at = clock()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, load agents into the cache, load the policies (PolicyError if invalid)."""
+        await self.store.open()
+        for agent in await self.store.load_agents():
+            self._cache_agent(agent)
+        policies = await asyncio.to_thread(load_policies, self.policies_path)
+        self.engine = self.engine.with_policies(policies)
+        for w in policies.warnings:
+            log.warning("policy warning: %s", w)
+        log.info("loaded %d policies from %s: %s", len(policies), self.policies_path, ", ".join(policies.names))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    @property
+    def policies(self) -> PolicySet:
+        return self.engine.policies
+
+    # ---- agents: cache ---------------------------------------------------------------------
+
+    def _cache_agent(self, agent: AgentRecord) -> None:
+        old = self._agents.get(agent.id)
+        if old is not None and old.name != agent.name:
+            self._by_name.pop(old.name, None)
+        self._agents[agent.id] = agent
+        self._by_name[agent.name] = agent.id
+        self._engine_agents[agent.id] = Agent(agent.id, agent.name, agent.trust_tier, frozenset(agent.tags))
+
+    def active_agents(self) -> int:
+        return sum(1 for a in self._agents.values() if not a.revoked)
+
+    def authenticate(self, token: str | None) -> AgentRecord:
+        """The agent a token stands for, checked against its current record (revocation included)."""
+        claims = self.tokens.verify(token, self.clock())
+        agent = self._agents.get(claims.agent_id)
+        if agent is None:
+            raise InvalidTokenError("unknown agent: the token's agent does not exist on this gateway")
+        if agent.status != "active":
+            raise InvalidTokenError(f"revoked: agent '{agent.name}' was revoked; it cannot act any more")
+        return agent
+
+    def find_agent(self, ref: str) -> AgentRecord:
+        """An agent by id or name; NotFoundError otherwise."""
+        agent = self._agents.get(ref)
+        if agent is None:
+            aid = self._by_name.get(ref)
+            agent = self._agents.get(aid) if aid is not None else None
+        if agent is None:
+            raise NotFoundError(f"agent {ref!r} does not exist; list agents with `meshguard agent list`")
+        return agent
+
+    # ---- agents: admin ---------------------------------------------------------------------
+
+    def _admin_event(self, agent: AgentRecord, what: str, reason: str) -> AuditEvent:
+        return AuditEvent(
+            timestamp=self.clock(), kind="admin", agent_id=agent.id, agent_name=agent.name, action="admin:agent",
+            resource=agent.name, decision=what, enforced=True, policy=None, rule=None, reason=reason,
+            trace_id=None, decision_id=None,
+        )  # fmt: skip
+
+    async def create_agent(self, name: Any, trust_tier: Any = "verified", tags: Any = None) -> tuple[AgentRecord, str, float]:
+        """A new agent and its first token: (agent, token, expires_at)."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidRequestError(
+                "field 'name' must be 1-128 characters: letters, digits, '_', '-', '.', '@', starting with a "
+                "letter or digit"
+            )
+        tier = normalize_tier(trust_tier)
+        tag_list = self._validate_tags(tags if tags is not None else [])
+        if name in self._by_name:
+            raise ConflictError(f"an agent named {name!r} already exists; choose another name or use that agent")
+        now = self.clock()
+        agent = AgentRecord(new_agent_id(), name, tier, tuple(tag_list), "active", now, None, now)
+        await self.store.insert_agent(agent, self._admin_event(agent, "agent_created", f"trust tier {tier}, tags {tag_list}"))
+        self._cache_agent(agent)
+        token, exp = self.tokens.issue(agent.id, agent.name, agent.trust_tier, list(agent.tags), now)
+        log.info("agent created: %s (%s, %s)", agent.name, agent.id, tier)
+        return agent, token, exp
+
+    @staticmethod
+    def _validate_tags(tags: Any) -> list[str]:
+        if isinstance(tags, str):
+            tags = [t.strip() for t in tags.split(",") if t.strip()]
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise InvalidRequestError("field 'tags' must be a list of strings")
+        bad = [t for t in tags if not _TAG.match(t)]
+        if bad:
+            raise InvalidRequestError(
+                f"invalid tag(s) {bad}: tags are 1-64 characters of letters, digits, '_', '-', '.', ':', '/'"
+            )
+        if len(tags) > 64:
+            raise InvalidRequestError("at most 64 tags per agent")
+        return sorted(set(tags))
+
+    def list_agents(self, trust: str | None = None, status: str | None = None) -> list[AgentRecord]:
+        agents = sorted(self._agents.values(), key=lambda a: (a.created_at, a.name))
+        if trust:
+            tier = normalize_tier(trust)
+            agents = [a for a in agents if a.trust_tier == tier]
+        if status:
+            if status not in ("active", "revoked"):
+                raise InvalidRequestError(f"status {status!r} is not valid; use active or revoked")
+            agents = [a for a in agents if a.status == status]
+        return agents
+
+    async def update_agent(self, ref: str, trust_tier: Any = None, tags: Any = None) -> AgentRecord:
+        agent = self.find_agent(ref)
+        if agent.revoked:
+            raise ConflictError(f"agent {agent.name!r} is revoked; revocation is permanent, create a new agent")
+        changes: dict[str, Any] = {}
+        if trust_tier is not None:
+            changes["trust_tier"] = normalize_tier(trust_tier)
+        if tags is not None:
+            changes["tags"] = tuple(self._validate_tags(tags))
+        if not changes:
+            raise InvalidRequestError("nothing to change: give 'trustTier' and/or 'tags'")
+        updated = replace(agent, updated_at=self.clock(), **changes)
+        await self.store.update_agent(
+            updated, self._admin_event(updated, "agent_updated", f"trust tier {updated.trust_tier}, tags "
+                                                                 f"{list(updated.tags)}")
+        )
+        self._cache_agent(updated)
+        return updated
+
+    async def revoke_agent(self, ref: str) -> AgentRecord:
+        """Permanent. The cache is marked first, so no request slips through while the commit runs."""
+        agent = self.find_agent(ref)
+        if agent.revoked:
+            return agent
+        now = self.clock()
+        revoked = replace(agent, status="revoked", revoked_at=now, updated_at=now)
+        self._cache_agent(revoked)
+        try:
+            await self.store.update_agent(revoked, self._admin_event(revoked, "agent_revoked", "revoked by admin"))
+        except BaseException:
+            self._cache_agent(agent)
+            raise
+        log.warning("agent revoked: %s (%s)", agent.name, agent.id)
+        return revoked
+
+    async def issue_token(self, ref: str) -> tuple[AgentRecord, str, float]:
+        agent = self.find_agent(ref)
+        if agent.revoked:
+            raise ConflictError(f"agent {agent.name!r} is revoked; it cannot get a new token")
+        token, exp = self.tokens.issue(agent.id, agent.name, agent.trust_tier, list(agent.tags), self.clock())
+        await self.store.append_audit(self._admin_event(agent, "token_issued", "new token issued"))
+        return agent, token, exp
+
+    # ---- the check path --------------------------------------------------------------------
+
+    def _event(self, result_decision: Effect | str, agent: AgentRecord, action: str, resource: str | None,
+               d: Decision, reason: str, decision_id: str, trace_id: str, now: float,
+               approval_id: str | None, context: str | None) -> AuditEvent:  # fmt: skip
+        return AuditEvent(
+            now, "check", agent.id, agent.name, action, resource, str(result_decision), self.enforce,
+            d.policy, d.rule, reason, trace_id, decision_id, approval_id, context,
+        )  # fmt: skip
+
+    async def check(
+        self,
+        agent: AgentRecord,
+        action: str,
+        resource: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        approval_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> CheckResult:
+        """Decide, audit (committed before returning), answer."""
+        now = self.clock()
+        trace = trace_id or new_trace_id()
+        d = self.engine.decide(Request(self._engine_agents[agent.id], action, resource, context), now)
+        effect = d.effect
+        reason = d.reason
+        decision_id = new_decision_id()
+        ctx = canonical_context(context) if context else None
+        approval: Approval | None = None
+
+        if effect is Effect.APPROVAL_REQUIRED:
+            if approval_id is not None:
+                return await self._check_with_approval(agent, action, resource, context, approval_id, d, decision_id,
+                                                       trace, now)  # fmt: skip
+            ctx_key = ctx or canonical_context(None)
+            approval = await self.store.find_pending_approval(agent.id, action, resource, ctx_key)
+            if approval is not None and approval.expires_at <= now:
+                await self._expire(approval)
+                approval = None
+            if approval is not None:
+                reason = f"{d.reason}; approval {approval.id} is pending"
+                event = self._event(effect, agent, action, resource, d, reason, decision_id, trace, now, approval.id,
+                                    ctx)  # fmt: skip
+                audit_id = await self.store.append_audit(event)
+            else:
+                approval = Approval(
+                    id="apr_" + secrets.token_hex(12), agent_id=agent.id, agent_name=agent.name, action=action,
+                    resource=resource, context=ctx_key, status="pending", created_at=now,
+                    expires_at=now + self.settings.approval_ttl_seconds, decision_id=decision_id, trace_id=trace,
+                )  # fmt: skip
+                reason = f"{d.reason}; approval {approval.id} was requested"
+                event = self._event(effect, agent, action, resource, d, reason, decision_id, trace, now, approval.id,
+                                    ctx)  # fmt: skip
+                audit_id = await self.store.create_approval(approval, event)
+                log.info("approval %s requested: %s %s %s", approval.id, agent.name, action, resource or "")
+        else:
+            event = AuditEvent(now, "check", agent.id, agent.name, action, resource, effect.value, self.enforce,
+                               d.policy, d.rule, reason, trace, decision_id, None, ctx)  # fmt: skip
+            audit_id = await self.store.append_audit(event)
+        return CheckResult(effect, reason, d.policy, d.rule, d.retry_after, d.limit, decision_id, trace, agent, action,
+                           resource, self.enforce, audit_id, approval)  # fmt: skip
+
+    async def _check_with_approval(
+        self, agent: AgentRecord, action: str, resource: str | None, context: Mapping[str, Any] | None,
+        approval_id: str, d: Decision, decision_id: str, trace: str, now: float,
+    ) -> CheckResult:  # fmt: skip
+        """The policies want an approval and the agent presents one: allow once if it is approved
+        and bound to exactly this request; otherwise deny (or keep waiting while it is pending)."""
+        ctx = canonical_context(context) if context else None
+        ctx_key = ctx or canonical_context(None)
+        approval = await self.store.get_approval(approval_id)
+        effect = Effect.DENY
+        reason: str
+        result_approval: Approval | None = approval
+
+        async def audit(eff: Effect, why: str, apr_id: str | None) -> int:
+            return await self.store.append_audit(
+                self._event(eff, agent, action, resource, d, why, decision_id, trace, now, apr_id, ctx)
+            )
+
+        if approval is None or approval.agent_id != agent.id:
+            reason = f"denied: approval {approval_id!r} does not exist for this agent; retry without it to ask again"
+            result_approval = None
+        elif (approval.action, approval.resource, approval.context) != (action, resource, ctx_key):
+            reason = (
+                f"denied: approval {approval.id} was asked for {approval.action} {approval.resource or ''} "
+                f"with context {approval.context}, not for this request; retry without it to ask again"
+            )
+        elif approval.status == "pending" and approval.expires_at > now:
+            effect = Effect.APPROVAL_REQUIRED
+            reason = f"{d.reason}; approval {approval.id} is pending"
+        elif approval.status in ("pending", "approved") and approval.expires_at <= now:
+            result_approval = await self._expire(approval)
+            reason = f"denied: approval {approval.id} expired at {iso(approval.expires_at)}; retry without it to ask again"
+        elif approval.status == "approved":
+            used = replace(approval, status="used", used_at=now)
+            why = (
+                f"allowed by approval {approval.id} (approved by {approval.decided_by}"
+                + (f": {approval.decision_reason}" if approval.decision_reason else "")
+                + ")"
+            )
+            check_event = self._event(Effect.ALLOW, agent, action, resource, d, why, decision_id, trace, now,
+                                      approval.id, ctx)  # fmt: skip
+            try:
+                audit_id = await self.store.transition_approval(
+                    used, ("approved",), self._approval_event(used, "approval_used", f"used by decision {decision_id}"),
+                    check=check_event,
+                )
+            except ConflictError:
+                reason = f"denied: approval {approval.id} was already used; retry without it to ask again"
+            else:
+                self._notify(approval.id)
+                return CheckResult(Effect.ALLOW, why, d.policy, d.rule, None, None, decision_id, trace, agent, action,
+                                   resource, self.enforce, audit_id, used)  # fmt: skip
+        elif approval.status == "denied":
+            reason = f"denied: approval {approval.id} was denied by {approval.decided_by}" + (
+                f": {approval.decision_reason}" if approval.decision_reason else ""
+            )
+        elif approval.status == "used":
+            reason = f"denied: approval {approval.id} was already used; retry without it to ask again"
+        else:
+            reason = f"denied: approval {approval.id} is {approval.status}; retry without it to ask again"
+        audit_id = await audit(effect, reason, approval_id)
+        return CheckResult(effect, reason, d.policy, d.rule, None, None, decision_id, trace, agent, action, resource,
+                           self.enforce, audit_id, result_approval)  # fmt: skip
+
+    async def record(
+        self,
+        agent: AgentRecord,
+        action: str,
+        resource: str | None,
+        status: str,
+        result: str | None,
+        duration_ms: float | None,
+        decision_id: str | None,
+        trace_id: str | None,
+    ) -> int:
+        """Store an outcome, linked to its decision when ``decision_id`` is given."""
+        now = self.clock()
+        if result is not None and len(result) > RESULT_LIMIT:
+            result = result[:RESULT_LIMIT]
+        rec = OutcomeRecord(now, agent.id, action, resource, status, result, duration_ms, decision_id)
+        event = None
+        if decision_id is None:
+            event = AuditEvent(now, "record", agent.id, agent.name, action, resource, "recorded", self.enforce,
+                               None, None, f"outcome reported: {status}", trace_id, None)  # fmt: skip
+        return await self.store.append_record(rec, event)
+
+    # ---- approvals -------------------------------------------------------------------------
+
+    def _approval_event(self, a: Approval, what: str, reason: str) -> AuditEvent:
+        return AuditEvent(
+            timestamp=self.clock(), kind="approval", agent_id=a.agent_id, agent_name=a.agent_name, action=a.action,
+            resource=a.resource, decision=what, enforced=self.enforce, policy=None, rule=None, reason=reason,
+            trace_id=a.trace_id, decision_id=a.decision_id, approval_id=a.id,
+        )  # fmt: skip
+
+    def _notify(self, approval_id: str) -> None:
+        event = self._waiters.pop(approval_id, None)
+        if event is not None:
+            event.set()
+
+    async def _expire(self, approval: Approval) -> Approval:
+        expired = replace(approval, status="expired", decided_at=self.clock())
+        try:
+            await self.store.transition_approval(
+                expired, ("pending", "approved"),
+                self._approval_event(expired, "approval_expired", f"expired at {iso(approval.expires_at)}"),
+            )  # fmt: skip
+        except ConflictError:
+            current = await self.store.get_approval(approval.id)
+            return current or expired
+        self._notify(approval.id)
+        return expired
+
+    async def expire_due_approvals(self) -> int:
+        """Turn every pending approval past its time into ``expired`` (audited). Returns how many."""
+        due = await self.store.expired_pending_approvals(self.clock())
+        for a in due:
+            await self._expire(a)
+        return len(due)
+
+    async def list_approvals(self, status: str | None = None) -> list[Approval]:
+        if status is not None and status not in APPROVAL_STATUSES:
+            raise InvalidRequestError(f"status {status!r} is not valid; use one of: {', '.join(APPROVAL_STATUSES)}")
+        await self.expire_due_approvals()
+        return await self.store.list_approvals(status)
+
+    async def get_approval(self, approval_id: str, agent: AgentRecord | None = None) -> Approval:
+        approval = await self.store.get_approval(approval_id)
+        if approval is None or (agent is not None and approval.agent_id != agent.id):
+            raise NotFoundError(f"approval {approval_id!r} does not exist" + (" for this agent" if agent else ""))
+        if approval.status in ("pending", "approved") and approval.expires_at <= self.clock():
+            approval = await self._expire(approval)
+        return approval
+
+    async def wait_approval(self, approval_id: str, agent: AgentRecord, wait: float) -> Approval:
+        """The approval, held until it leaves ``pending`` or ``wait`` seconds pass (or it expires)."""
+        approval = await self.get_approval(approval_id, agent)
+        deadline = self.clock() + wait
+        while approval.status == "pending":
+            remaining = min(deadline, approval.expires_at) - self.clock()
+            if remaining <= 0:
+                break
+            event = self._waiters.setdefault(approval_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+            except asyncio.TimeoutError:
+                pass
+            approval = await self.get_approval(approval_id, agent)
+        return approval
+
+    async def decide_approval(self, approval_id: str, approve: bool, by: Any, reason: Any) -> Approval:
+        """A person approves or denies a pending approval. 409 when it is decided or expired already."""
+        if by is None:
+            by = "admin"
+        if not isinstance(by, str) or not by.strip() or len(by) > 200:
+            raise InvalidRequestError("field 'by' must be a non-empty string (who decides), up to 200 characters")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+            raise InvalidRequestError("field 'reason' must be a string of up to 2000 characters")
+        approval = await self.get_approval(approval_id)
+        if approval.status != "pending":
+            raise ConflictError(f"approval {approval.id} is already {approval.status}; it cannot be decided again")
+        now = self.clock()
+        status = "approved" if approve else "denied"
+        # An approved request gets a fresh window to be used in.
+        expires = now + self.settings.approval_ttl_seconds if approve else approval.expires_at
+        decided = replace(approval, status=status, decided_by=by.strip(), decision_reason=reason, decided_at=now,
+                          expires_at=expires)  # fmt: skip
+        why = f"{status} by {decided.decided_by}" + (f": {reason}" if reason else "")
+        await self.store.transition_approval(
+            decided, ("pending",), self._approval_event(decided, f"approval_{status}", why)
+        )
+        self._notify(approval.id)
+        log.info("approval %s %s by %s", approval.id, status, decided.decided_by)
+        return decided
+
+    # ---- policies --------------------------------------------------------------------------
+
+    async def reload_policies(self) -> PolicySet:
+        """Reload POLICIES_DIR. On error the set in force stays (last good) and PolicyError is raised."""
+        async with self._policy_lock:
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> PolicySet:
+        try:
+            policies = await asyncio.to_thread(load_policies, self.policies_path)
+        except PolicyError as exc:
+            self.last_reload_error = exc
+            log.error("policy reload failed; keeping the %d policies in force:\n%s", len(self.policies), exc)
+            raise
+        self.engine = self.engine.with_policies(policies)
+        self.last_reload_error = None
+        log.info("policies reloaded: %d (%s)", len(policies), ", ".join(policies.names))
+        return policies
+
+    def _policy_dir(self) -> Path:
+        if not self.policies_path.is_dir():
+            raise ConflictError(
+                f"POLICIES_DIR {self.policies_path} is a file, not a folder; policies cannot be applied or deleted "
+                "through the API. Point POLICIES_DIR at a folder."
+            )
+        return self.policies_path
+
+    def _in_dir(self, policy: Policy, folder: Path) -> Path | None:
+        try:
+            path = Path(policy.source).resolve()
+        except (OSError, ValueError):
+            return None
+        return path if path.parent == folder.resolve() else None
+
+    async def apply_policy(self, text: str) -> tuple[Policy, bool]:
+        """Validate YAML text, write it into POLICIES_DIR, reload. Returns (policy, created).
+
+        On any problem the files and the set in force are left as they were."""
+        if not text.strip():
+            raise InvalidRequestError("the policy is empty; send the policy YAML as the body")
+        parsed = parse_policy(text, source="request body")
+        async with self._policy_lock:
+            folder = self._policy_dir()
+            existing = self.policies.get(parsed.name)
+            target = self._in_dir(existing, folder) if existing is not None else None
+            created = existing is None
+            if target is None:
+                stem = _FILE_SAFE.sub("-", parsed.name).strip("-.") or "policy"
+                target = folder / f"{stem}.yaml"
+                n = 2
+                while target.exists():
+                    target = folder / f"{stem}-{n}.yaml"
+                    n += 1
+            previous = target.read_text(encoding="utf-8") if target.exists() else None
+            await asyncio.to_thread(_atomic_write, target, text)
+            try:
+                policies = await self._reload_locked()
+            except PolicyError as exc:
+                if previous is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    await asyncio.to_thread(_atomic_write, target, previous)
+                problems = [replace(p, source="request body") if p.source == str(target) else p for p in exc.problems]
+                raise PolicyError(problems) from None
+        policy = policies.get(parsed.name)
+        assert policy is not None
+        log.info("policy %s applied to %s", parsed.name, target)
+        return policy, created
+
+    async def delete_policy(self, name: str) -> Policy:
+        async with self._policy_lock:
+            policy = self.policies.get(name)
+            if policy is None:
+                raise NotFoundError(f"policy {name!r} does not exist; list them with `meshguard policy list`")
+            folder = self._policy_dir()
+            path = self._in_dir(policy, folder)
+            if path is None:
+                raise ConflictError(f"policy {name!r} comes from {policy.source}, outside POLICIES_DIR; delete it there")
+            text = path.read_text(encoding="utf-8")
+            path.unlink()
+            try:
+                await self._reload_locked()
+            except PolicyError:
+                await asyncio.to_thread(_atomic_write, path, text)
+                raise
+        log.info("policy %s deleted (%s)", name, path)
+        return policy
+
+    def get_policy(self, name: str) -> Policy:
+        policy = self.policies.get(name)
+        if policy is None:
+            raise NotFoundError(f"policy {name!r} does not exist; list them with `meshguard policy list`")
+        return policy
+
+    def test_policy(self, agent_spec: Any, action: Any, resource: Any, context: Any) -> Decision:
+        """What the policies would decide now, without counting or auditing."""
+        if isinstance(agent_spec, str):
+            rec = self.find_agent(agent_spec)
+            agent = self._engine_agents[rec.id]
+        elif isinstance(agent_spec, dict):
+            name = agent_spec.get("name") or agent_spec.get("id") or "test-agent"
+            if not isinstance(name, str):
+                raise InvalidRequestError("field 'agent.name' must be a string")
+            tier = normalize_tier(agent_spec.get("trustTier", "verified"))
+            tags = self._validate_tags(agent_spec.get("tags", []))
+            agent = Agent(str(agent_spec.get("id") or name), name, tier, frozenset(tags))
+        else:
+            raise InvalidRequestError("field 'agent' is required: an agent id or name, or {name, trustTier, tags}")
+        if not isinstance(action, str) or not action:
+            raise InvalidRequestError("field 'action' is required: a string 'verb:object'")
+        if resource is not None and not isinstance(resource, str):
+            raise InvalidRequestError("field 'resource' must be a string")
+        if context is not None and not isinstance(context, dict):
+            raise InvalidRequestError("field 'context' must be an object")
+        return self.engine.explain(Request(agent, action, resource, context), self.clock())
+
+    def allowed_for(self, ref: str) -> list[dict[str, Any]]:
+        """Per applicable policy: which patterns it allows, denies, and sends for approval."""
+        rec = self.find_agent(ref)
+        out = []
+        for p in self.engine.applicable(self._engine_agents[rec.id]):
+            out.append({
+                "policy": p.name,
+                "allowed": [pat.text for r in p.rules if r.effect != "deny" for pat in r.actions],
+                "denied": [pat.text for r in p.rules if r.effect == "deny" for pat in r.actions],
+                "approval": [pat.text for pat in p.require_approval],
+                "defaultEffect": p.default_effect,
+                "rateLimits": p.rate_limit.to_dict() if p.rate_limit is not None else None,
+            })  # fmt: skip
+        return out
+
+    # ---- audit -----------------------------------------------------------------------------
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        return await self.store.query_audit(query)
+
+    async def audit_stats(self, period_hours: float, agent: str | None, hourly: bool) -> AuditStats:
+        since = self.clock() - period_hours * 3600.0
+        ref = agent
+        if agent:
+            try:
+                ref = self.find_agent(agent).id
+            except NotFoundError:
+                ref = agent
+        return await self.store.audit_stats(since, ref, hourly)
+
+    async def purge(self) -> int:
+        days = self.settings.audit_retention_days
+        if days <= 0:
+            return 0
+        return await self.store.purge(self.clock() - days * 86400.0)
+
+    # ---- health ----------------------------------------------------------------------------
+
+    async def health_problem(self) -> str | None:
+        """Why the gateway cannot serve decisions now, or None."""
+        try:
+            await self.store.ping()
+        except Exception as exc:  # any failure to read the database means unhealthy
+            return f"database {self.settings.database} is not usable: {exc}"
+        if len(self.policies) == 0:
+            return (
+                f"no policies are loaded from {self.policies_path}: every request is denied; "
+                "apply one with `meshguard policy apply FILE`"
+            )
+        return None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+__all__ = ["CheckResult", "Gateway", "InvalidTokenError", "Problem", "canonical_context", "iso"]
