@@ -202,7 +202,10 @@ def load_test_file(path: Path) -> tuple[list[Case], dict[str, AgentSpec]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise BadArgumentError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
+        what = exc.problem or exc.context or "syntax error"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            what += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise BadArgumentError(f"{where}: not valid YAML: {what}") from None
     except yaml.YAMLError as exc:
         raise BadArgumentError(f"{path}: not valid YAML: {exc}") from None
     lines, agent_lines = _item_lines(text)
