@@ -1,0 +1,252 @@
+"""Launcher overhead per command: the same real AutoGPT 0.2.2 dispatcher call, ungoverned vs governed.
+
+Usage: `.venv/bin/python bench/bench_launcher.py [--quick] [--json-out FILE]`
+
+The orchestrator (this file, in .venv) starts a real gateway on 127.0.0.1 with audit commits on (the
+default) and creates an agent. A worker (this file with `--worker`, in .venv-autogpt, where PyPI agpt
+0.2.2 is installed) imports AutoGPT, builds a CommandRegistry with its file operations, keeps the
+original `autogpt.agent.agent.execute_command`, applies `meshguard_autogpt.patch_autogpt()`, and then
+calls `write_to_file` into AutoGPT's workspace through both, alternately (a new file each call, the
+order inside each pair alternating), so that both sides see the same machine state. Each governed
+call does what a real run does: map the command, check with the gateway, run, record the outcome.
+
+Reported: ungoverned and governed latency per command, and the per-pair difference (governed minus
+ungoverned): median and p99. Peers in the same worker: one `requests` keep-alive POST to the check
+endpoint (the floor for any HTTP-based governance from this interpreter), and `http.client`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _harness import AUTOGPT_PY, BenchError, fmt_int, fmt_ms, machine_info, md_table, percentiles, start_gateway, workdir
+
+
+def _settings(quick: bool, smoke: bool) -> dict[str, Any]:
+    if smoke:
+        return {"pairs": 30, "warmup": 5, "peer_calls": 30}
+    if quick:
+        return {"pairs": 500, "warmup": 50, "peer_calls": 500}
+    return {"pairs": 3000, "warmup": 200, "peer_calls": 2000}
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker: runs inside .venv-autogpt
+# --------------------------------------------------------------------------------------------------
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time ungoverned vs governed dispatcher calls in this (AutoGPT) interpreter."""
+    os.environ.setdefault("OPENAI_API_KEY", "sk-bench-offline")
+    os.environ.setdefault("MEMORY_BACKEND", "no_memory")
+    os.environ.setdefault("EXECUTE_LOCAL_COMMANDS", "True")
+    os.chdir(spec["run_dir"])  # AutoGPT 0.2.2 creates ./auto_gpt_workspace at import time
+    sys.path.insert(0, spec["root"])
+
+    import autogpt.agent.agent as agent_mod
+    import autogpt.commands.file_operations as fileops
+    from autogpt.commands.command import CommandRegistry
+    from autogpt.prompts.generator import PromptGenerator
+
+    import meshguard_autogpt as mg
+
+    registry = CommandRegistry()
+    registry.import_commands("autogpt.commands.file_operations")
+    prompt = PromptGenerator()
+    ungoverned = agent_mod.execute_command
+    gateway = mg.MeshGuardGateway(spec["url"], spec["token"], trace_id=spec["trace_id"])
+    info = mg.patch_autogpt(gateway)
+    governed = agent_mod.execute_command
+    if governed is ungoverned:
+        raise BenchError(f"patch_autogpt() did not replace autogpt.agent.agent.execute_command ({info})")
+
+    log_file = Path(fileops.LOG_FILE_PATH)
+    workspace = Path(fileops.WORKSPACE_PATH) if hasattr(fileops, "WORKSPACE_PATH") else Path("auto_gpt_workspace")
+
+    def call(fn: Any, name: str) -> tuple[float, str]:
+        args = {"filename": name, "text": f"benchmark line for {name}\n"}
+        t0 = time.perf_counter()
+        result = fn(registry, "write_to_file", args, prompt)
+        return time.perf_counter() - t0, str(result)
+
+    def reset_log() -> None:
+        # write_to_file re-reads AutoGPT's operation log on every call; keep it short so that the
+        # command's own cost stays flat across the run (done outside the timed calls).
+        log_file.write_text("File Operation Logger ")
+
+    reset_log()
+    for i in range(spec["warmup"]):
+        call(ungoverned, f"warm-u-{i}.txt")
+        call(governed, f"warm-g-{i}.txt")
+    reset_log()
+    ung, gov, diff = [], [], []
+    failures: list[str] = []
+    for i in range(spec["pairs"]):
+        if i % 100 == 0:
+            reset_log()
+        order = ((ungoverned, "u"), (governed, "g")) if i % 2 == 0 else ((governed, "g"), (ungoverned, "u"))
+        times = {}
+        for fn, tag in order:
+            dt, result = call(fn, f"{tag}-{i}.txt")
+            if result != "File written to successfully.":
+                failures.append(f"{tag}-{i}: {result[:200]}")
+            times[tag] = dt
+        ung.append(times["u"] * 1000)
+        gov.append(times["g"] * 1000)
+        diff.append((times["g"] - times["u"]) * 1000)
+    written = sum(1 for i in range(spec["pairs"]) if (workspace / f"g-{i}.txt").exists())
+
+    # Peers: one check round trip from this interpreter, without the launcher around it.
+    import http.client
+
+    import requests
+
+    body = json.dumps({"action": "write:workspace", "resource": "peer.txt"})
+    headers = {"Authorization": f"Bearer {spec['token']}", "Content-Type": "application/json",
+               "X-Trace-ID": spec["trace_id"] + "-peer"}  # fmt: skip
+    session = requests.Session()
+    req_times = []
+    for _ in range(spec["peer_calls"]):
+        t0 = time.perf_counter()
+        r = session.post(spec["url"] + "/proxy/governance/check", data=body, headers=headers, timeout=5)
+        r.json()
+        req_times.append((time.perf_counter() - t0) * 1000)
+    host, port = spec["url"].split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    raw_times = []
+    for _ in range(spec["peer_calls"]):
+        t0 = time.perf_counter()
+        conn.request("POST", "/proxy/governance/check", body=body, headers=headers)
+        resp = conn.getresponse()
+        json.loads(resp.read())
+        raw_times.append((time.perf_counter() - t0) * 1000)
+    conn.close()
+    mg.unpatch_autogpt()
+    return {
+        "patch": {"generation": info.generation, "target": info.target, "autogpt_version": info.autogpt_version},
+        "ungoverned_ms": percentiles(ung),
+        "governed_ms": percentiles(gov),
+        "diff_ms": percentiles(diff),
+        "pairs": spec["pairs"],
+        "governed_files_written": written,
+        "failures": failures[:5],
+        "failure_count": len(failures),
+        "peer_requests_ms": percentiles(req_times),
+        "peer_http_client_ms": percentiles(raw_times),
+        "gateway_stats": dict(gateway.stats),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Orchestrator: runs in .venv
+# --------------------------------------------------------------------------------------------------
+
+
+def _audit_counts(db: Path, trace_id: str) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        out = {}
+        for t in tables:
+            cols = [c[1] for c in conn.execute(f"PRAGMA table_info({t})")]
+            if "trace_id" in cols:
+                out[t] = int(conn.execute(f"SELECT count(*) FROM {t} WHERE trace_id = ?", (trace_id,)).fetchone()[0])
+        return out
+    finally:
+        conn.close()
+
+
+def run(settings: dict[str, Any]) -> dict[str, Any]:
+    if not AUTOGPT_PY.exists():
+        raise BenchError(f"{AUTOGPT_PY} not found; run scripts/setup.sh to create .venv-autogpt (AutoGPT 0.2.2)")
+    with workdir("mg-bench-launcher-") as tmp:
+        gw = start_gateway(tmp / "gw")
+        try:
+            _, token = gw.create_agent("bench-launcher", tags=["bench", "autogpt"])
+            run_dir = tmp / "run"
+            run_dir.mkdir()
+            trace_id = f"bench-launcher-{int(time.time())}"
+            spec = {**settings, "url": gw.url, "token": token, "trace_id": trace_id, "run_dir": str(run_dir),
+                    "root": str(Path(__file__).resolve().parent.parent), "out": str(tmp / "worker.json")}  # fmt: skip
+            env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+            proc = subprocess.run(
+                [str(AUTOGPT_PY), str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                capture_output=True, text=True, timeout=900, env=env, cwd=run_dir,
+            )  # fmt: skip
+            if proc.returncode != 0 or not Path(spec["out"]).exists():
+                raise BenchError(f"launcher worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            result: dict[str, Any] = json.loads(Path(spec["out"]).read_text())
+            result["gateway_rss_mb"] = gw.status()["rss_mb"]
+            result["audit_rows_for_trace"] = _audit_counts(gw.db_path, trace_id)
+        finally:
+            gw.stop()
+    result["settings"] = settings
+    result["machine"] = machine_info()
+    return result
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = ["## Launcher: overhead per AutoGPT command", ""]
+    lines.append(
+        f"AutoGPT {r['patch']['autogpt_version']} (`{r['patch']['target']}` patched), command `write_to_file` "
+        f"into the workspace, {r['pairs']:,} ungoverned/governed pairs, alternating order; real gateway on "
+        f"127.0.0.1 with every decision committed. {m['cores']} cores, load {m['loadavg'][0]:.2f}, {m['when_utc']}."
+    )
+    lines.append("")
+    rows = []
+    for label, key in [("ungoverned dispatcher call", "ungoverned_ms"), ("governed (check + run + record)", "governed_ms"),
+                       ("**added by governance (per pair)**", "diff_ms"),
+                       ("peer: one `requests.Session` POST /proxy/governance/check", "peer_requests_ms"),
+                       ("peer: one `http.client` POST /proxy/governance/check", "peer_http_client_ms")]:  # fmt: skip
+        p = r[key]
+        rows.append([label, fmt_ms(p["p50"], 3), fmt_ms(p["p90"], 3), fmt_ms(p["p99"], 3), fmt_ms(p["max"], 3)])
+    lines.append(md_table(["what", "median ms", "p90 ms", "p99 ms", "max ms"], rows))
+    lines.append("")
+    med = r["diff_ms"]["p50"]
+    lines.append(md_table(["target", "measured", "result"],
+                          [["≤ 2 ms added per command (median)", f"{fmt_ms(med, 3)} ms", "met" if med <= 2 else "MISSED"]]))  # fmt: skip
+    lines.append("")
+    audit = ", ".join(f"{t}: {fmt_int(n)}" for t, n in r["audit_rows_for_trace"].items())
+    lines.append(
+        f"Every governed call is two HTTP round trips (check before, record after); a bare `requests` round "
+        f"trip costs {fmt_ms(r['peer_requests_ms']['p50'], 3)} ms here. Governed files written: "
+        f"{r['governed_files_written']:,} of {r['pairs']:,}; command failures: {r['failure_count']}; rows for "
+        f"this run's trace id in the gateway's database: {audit}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        spec = json.loads(argv[1])
+        result = worker(spec)
+        Path(spec["out"]).write_text(json.dumps(result))
+        return 0
+    parser = argparse.ArgumentParser(description="Launcher overhead benchmark (prints markdown).")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny bounds, for the smoke test")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args(argv)
+    result = run(_settings(args.quick, args.smoke))
+    print(render(result))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench_launcher: {exc}", file=sys.stderr)
+        sys.exit(1)
