@@ -196,6 +196,21 @@ class AgentRevokedError(SystemExit):
 ###############################################################################
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """requests reports a read timeout under a retry adapter as ConnectionError(MaxRetryError(ReadTimeoutError))."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, (requests.Timeout, TimeoutError)) or "Timeout" in type(seen).__name__:
+            return True
+        nxt = getattr(seen, "reason", None)
+        if not isinstance(nxt, BaseException):
+            nxt = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = nxt
+    return False
+
+
 def _first(body: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         value = body.get(key)
@@ -306,13 +321,13 @@ class MeshGuardGateway:
             payload["approval_id"] = approval_id
         try:
             resp = self.session.post(f"{self.url}/proxy/governance/check", json=payload, timeout=self.timeout)
-        except requests.Timeout:
+        except requests.RequestException as exc:
+            if not _is_timeout(exc):
+                return self._refusal(action, resource, "error",
+                                     f"MeshGuard gateway {self.url} could not be reached ({type(exc).__name__}); "
+                                     f"'{action}' was refused (fail closed)")  # fmt: skip
             return self._refusal(action, resource, "error",
                                  f"MeshGuard gateway {self.url} did not answer within {self.timeout:g}s; "
-                                 f"'{action}' was refused (fail closed)")  # fmt: skip
-        except requests.RequestException as exc:
-            return self._refusal(action, resource, "error",
-                                 f"MeshGuard gateway {self.url} could not be reached ({type(exc).__name__}); "
                                  f"'{action}' was refused (fail closed)")  # fmt: skip
         return self._read_check_answer(action, resource, resp)
 
@@ -442,6 +457,7 @@ class MeshGuardGateway:
             if remaining <= 0:
                 return f"timed out after {self.approval_timeout:g}s"
             wait = max(1, min(int(remaining), 30))
+            asked = time.monotonic()
             try:
                 resp = self.session.get(f"{self.url}/proxy/approvals/{approval_id}", params={"wait": wait},
                                         timeout=wait + self.timeout)  # fmt: skip
@@ -458,8 +474,8 @@ class MeshGuardGateway:
             status = body.get("status") if resp.status_code == 200 and isinstance(body, dict) else None
             if status in ("approved", "denied", "expired", "used"):
                 return str(status)
-            if status != "pending":
-                self._sleep(min(1.0, max(remaining, 0)))
+            if time.monotonic() - asked < 0.5:  # not held (or an error): do not hammer the gateway
+                self._sleep(min(0.5, max(deadline - time.monotonic(), 0)))
 
     # -- records --------------------------------------------------------------------------
 
