@@ -238,7 +238,7 @@ class _Index:
             bucket = prefixed.get(subject[:length])
             if bucket:
                 for e in bucket:
-                    if e.pattern.regex.fullmatch(subject) is not None:  # type: ignore[union-attr]
+                    if e.pattern.matches(subject):
                         yield e
 
 

@@ -72,20 +72,54 @@ _BRACKETS = frozenset("[]{}")
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """A compiled glob. ``prefix`` is the literal text before the first wildcard,
-    ``regex`` is None when the pattern has no wildcard (then it matches itself only)."""
+    """A compiled glob. ``prefix`` is the literal text before the first wildcard.
+    ``regex`` is None for a pattern without wildcards (it matches itself only).
+
+    Patterns with at most one ``*`` match with one anchored regex. With more, matching
+    runs segment by segment (``segments``: the pieces between the stars), taking the
+    leftmost fit of each, which is exact for globs and never backtracks: a pattern
+    like ``*a*a*a*b`` costs time linear in the subject, not exponential.
+    """
 
     text: str
     prefix: str
     regex: re.Pattern[str] | None
+    segments: tuple[re.Pattern[str], ...] | None = None
+    tail_length: int = 0
 
     def matches(self, subject: str) -> bool:
         if self.regex is None:
             return subject == self.text
-        return self.regex.fullmatch(subject) is not None
+        segments = self.segments
+        if segments is None:
+            return self.regex.fullmatch(subject) is not None
+        end = len(subject) - self.tail_length
+        head = segments[0].match(subject, 0, end)
+        if head is None or segments[-1].fullmatch(subject, end) is None:
+            return False
+        pos = head.end()
+        for seg in segments[1:-1]:
+            found = seg.search(subject, pos, end)
+            if found is None:
+                return False
+            pos = found.end()
+        return True
 
     def __str__(self) -> str:
         return self.text
+
+
+def _glob_regex(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch == "*":
+            if not out or out[-1] != ".*":  # collapse runs of '*'
+                out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
 
 
 def compile_pattern(text: str) -> Pattern:
@@ -93,16 +127,14 @@ def compile_pattern(text: str) -> Pattern:
     first = next((i for i, ch in enumerate(text) if ch in _SPECIAL), None)
     if first is None:
         return Pattern(text, text, None)
-    parts = []
-    for ch in text:
-        if ch == "*":
-            if not parts or parts[-1] != ".*":  # collapse runs of '*'
-                parts.append(".*")
-        elif ch == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(ch))
-    return Pattern(text, text[:first], re.compile("".join(parts), re.DOTALL))
+    regex = re.compile(_glob_regex(text), re.DOTALL)
+    pieces = text.split("*")
+    if len([p for p in pieces[1:-1] if p]) + 1 < len(pieces) - 1:
+        pieces = [pieces[0], *(p for p in pieces[1:-1] if p), pieces[-1]]  # '**' is '*'
+    if len(pieces) <= 2:  # at most one '*': one regex, backtracking is linear
+        return Pattern(text, text[:first], regex)
+    segments = tuple(re.compile(_glob_regex(p), re.DOTALL) for p in pieces)
+    return Pattern(text, text[:first], regex, segments, len(pieces[-1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +345,7 @@ def _kind(node: Node) -> str:
     if tag == "null":
         return "nothing (null)"
     if tag == "bool":
-        return f"{value}"
+        return f"the boolean {value}"
     return f"{tag} {value}"
 
 
