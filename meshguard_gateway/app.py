@@ -532,7 +532,7 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/admin/agents/{agent}/allowed", tags=["admin"], dependencies=admin)
     async def agent_allowed(agent: str) -> Response:
         rec = gw.find_agent(agent)
-        return json_response({"agent": agent_json(rec), "policies": gw.allowed_for(agent)})
+        return json_response({"agent": agent_json(rec), "policies": gw.allowed_for(rec.id)})
 
     # ---- admin: policies -------------------------------------------------------------------
 
@@ -582,7 +582,9 @@ def create_app(gw: Gateway) -> FastAPI:
     async def test_policy(request: Request) -> Response:
         """What would be decided now; counts no rate limit, writes no audit row."""
         body = await read_json_object(request, limit)
-        d = gw.test_policy(body.get("agent"), body.get("action"), body.get("resource"), body.get("context"))
+        d = gw.test_policy(
+            body.get("agent"), body.get("action"), body.get("resource"), body.get("context"), body.get("policy")
+        )
         out = d.to_dict()
         out.setdefault("details", [x.to_dict() for x in d.details])
         return json_response(out)

@@ -605,7 +605,9 @@ class Gateway:
             raise NotFoundError(f"policy {name!r} does not exist; list them with `meshguard policy list`")
         return policy
 
-    def test_policy(self, agent_spec: Any, action: Any, resource: Any, context: Any) -> Decision:
+    def test_policy(
+        self, agent_spec: Any, action: Any, resource: Any, context: Any, policy: Any = None
+    ) -> Decision:
         """What the policies would decide now, without counting or auditing."""
         if isinstance(agent_spec, str):
             rec = self.find_agent(agent_spec)
@@ -625,7 +627,15 @@ class Gateway:
             raise InvalidRequestError("field 'resource' must be a string")
         if context is not None and not isinstance(context, dict):
             raise InvalidRequestError("field 'context' must be an object")
-        return self.engine.explain(Request(agent, action, resource, context), self.clock())
+        engine = self.engine
+        if policy is not None:
+            if not isinstance(policy, str):
+                raise InvalidRequestError("field 'policy' must be a policy name")
+            only = self.policies.get(policy)
+            if only is None:
+                raise NotFoundError(f"no policy named {policy!r}; list them with `meshguard policy list`")
+            engine = Engine(PolicySet((only,)))
+        return engine.explain(Request(agent, action, resource, context), self.clock())
 
     def allowed_for(self, ref: str) -> list[dict[str, Any]]:
         """Per applicable policy: which patterns it allows, denies, and sends for approval."""
@@ -633,7 +643,7 @@ class Gateway:
         out = []
         for p in self.engine.applicable(self._engine_agents[rec.id]):
             out.append({
-                "policy": p.name,
+                "name": p.name,
                 "allowed": [pat.text for r in p.rules if r.effect != "deny" for pat in r.actions],
                 "denied": [pat.text for r in p.rules if r.effect == "deny" for pat in r.actions],
                 "approval": [pat.text for pat in p.require_approval],

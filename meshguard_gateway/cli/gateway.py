@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from meshguard_gateway.cli._options import common_options, json_output, settings
 from meshguard_gateway.errors import ConfigError
 
 
@@ -47,53 +48,32 @@ def start(**flags: object) -> None:
     sys.exit(run(settings))
 
 
-def _find_url(url: str | None, state_dir: Path | None) -> tuple[str, str]:
-    """(url, where it came from): flag, MESHGUARD_URL, a state folder's gateway.json, the default."""
-    if url:
-        return url.rstrip("/"), "--url"
-    if os.environ.get("MESHGUARD_URL"):
-        return os.environ["MESHGUARD_URL"].rstrip("/"), "MESHGUARD_URL"
-    folders: list[Path] = []
-    if state_dir is not None:
-        folders.append(state_dir)
-    elif os.environ.get("MESHGUARD_STATE_DIR"):
-        folders.append(Path(os.environ["MESHGUARD_STATE_DIR"]))
-    else:
-        folders.append(Path(".meshguard"))
-        last = Path.home() / ".config" / "meshguard" / "last-gateway"
-        if last.exists():
-            folders.append(Path(last.read_text().strip()))
-    for folder in folders:
-        info = folder / "gateway.json"
-        if info.exists():
-            try:
-                return str(json.loads(info.read_text())["url"]).rstrip("/"), str(info)
-            except (ValueError, KeyError, OSError):
-                continue
-    return "http://localhost:3100", "default"
-
-
 @cli.command()
-@click.option("--url", default=None, help="Gateway URL (else MESHGUARD_URL, the state folder, localhost:3100).")
-@click.option("--state-dir", type=click.Path(path_type=Path), default=None, help="State folder to read gateway.json from.")
-@click.option("--json", "as_json", is_flag=True, help="Print the health answer as JSON.")
-def status(url: str | None, state_dir: Path | None, as_json: bool) -> None:
-    """Is a gateway up? Exit 0 healthy, 1 unhealthy, 5 unreachable."""
+@common_options
+def status() -> None:
+    """Is a gateway up? Exit 0 healthy, 1 unhealthy, 5 unreachable.
+
+    The gateway is found like every other command finds it: --url, MESHGUARD_URL, the config
+    file, ./.meshguard or the last started gateway's state folder, then http://localhost:3100.
+    """
     import httpx
 
-    target, source = _find_url(url, state_dir)
+    resolved = settings()
+    target = str(resolved.url.value).rstrip("/")
     try:
-        resp = httpx.get(target + "/health", timeout=5)
+        resp = httpx.get(target + "/health", timeout=resolved.timeout)
         body = resp.json()
     except (httpx.HTTPError, ValueError) as exc:
-        click.echo(f"no gateway answers at {target} (from {source}): {exc}", err=True)
+        click.echo(f"no MeshGuard gateway answers at {target} (from {resolved.url.source}): {exc}", err=True)
         sys.exit(5)
-    if as_json:
+    if not isinstance(body, dict) or "status" not in body:
+        click.echo(f"{target} (from {resolved.url.source}) is not a MeshGuard gateway", err=True)
+        sys.exit(5)
+    if json_output():
         click.echo(json.dumps({"url": target, **body}, indent=2))
     else:
-        state = body.get("status", "unknown")
-        click.echo(f"{target}: {state} (version {body.get('version')}, mode {body.get('mode')}, "
-                   f"{body.get('policies')} policies)")  # fmt: skip
+        click.echo(f"{target}: {body.get('status')} (version {body.get('version')}, mode {body.get('mode')}, "
+                   f"{body.get('policies')} policies; from {resolved.url.source})")  # fmt: skip
         if body.get("reason"):
             click.echo(f"reason: {body['reason']}")
     sys.exit(0 if resp.status_code == 200 else 1)
