@@ -1,0 +1,3 @@
+from .code_executor import CodeExecutorComponent, CodeExecutorConfiguration
+
+__all__ = ["CodeExecutorComponent", "CodeExecutorConfiguration"]

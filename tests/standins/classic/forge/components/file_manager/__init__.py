@@ -1,0 +1,3 @@
+from .file_manager import FileManagerComponent
+
+__all__ = ["FileManagerComponent"]

@@ -1,0 +1,3 @@
+from .system import SystemComponent
+
+__all__ = ["SystemComponent"]

@@ -1,0 +1,3 @@
+from .base import FileStorage
+
+__all__ = ["FileStorage"]

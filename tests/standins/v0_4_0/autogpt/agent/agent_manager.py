@@ -1,0 +1,5 @@
+"""Mirrors autogpt/agent/agent_manager.py at v0.4.0 (only its place in the import graph matters)."""
+
+
+class AgentManager:
+    pass

@@ -1,0 +1,36 @@
+"""Mirrors autogpt/commands/file_operations.py at v0.4.4: paths arrive already resolved by
+Agent._resolve_pathlike_command_args and are opened as given; write_to_file has aliases."""
+
+from __future__ import annotations
+
+import os
+
+from autogpt.agent.agent import Agent
+from autogpt.command_decorator import command
+
+
+@command("read_file", "Read an existing file", {"filename": {"type": "string", "required": True}})
+def read_file(filename: str, agent: Agent) -> str:
+    try:
+        with open(filename, "r", encoding="utf-8") as f:
+            return f.read()
+    except Exception as e:
+        return f"Error: {str(e)}"
+
+
+@command(
+    "write_to_file",
+    "Writes to a file",
+    {"filename": {"type": "string", "required": True}, "text": {"type": "string", "required": True}},
+    aliases=["write_file", "create_file"],  # file_operations.py:192
+)
+def write_to_file(filename: str, text: str, agent: Agent) -> str:
+    try:
+        directory = os.path.dirname(filename)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with open(filename, "w", encoding="utf-8") as f:
+            f.write(text)
+        return "File written to successfully."
+    except Exception as err:
+        return f"Error: {err}"

@@ -1,0 +1,3 @@
+from autogpt.workspace.workspace import Workspace
+
+__all__ = ["Workspace"]

@@ -1,0 +1,18 @@
+"""Mirrors autogpt/app/cli.py at v0.4.7: the click group `main` (cli.py:91) imports
+autogpt.app.main lazily (cli.py:118)."""
+
+import click
+
+
+@click.group(invoke_without_command=True)
+@click.option("-c", "--continuous", is_flag=True, help="Enable Continuous Mode")
+@click.option("--skip-reprompt", "-y", is_flag=True)
+@click.option("-l", "--continuous-limit", type=int)
+@click.option("--skip-news", is_flag=True)
+@click.option("--workspace-directory", "-w", type=click.Path(), hidden=True)
+@click.pass_context
+def main(ctx, continuous, skip_reprompt, continuous_limit, skip_news, workspace_directory) -> None:
+    if ctx.invoked_subcommand is None:
+        from autogpt.app.main import run_auto_gpt
+
+        run_auto_gpt(continuous, continuous_limit, workspace_directory)

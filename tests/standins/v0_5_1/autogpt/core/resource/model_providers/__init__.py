@@ -1,0 +1,3 @@
+from .schema import AssistantFunctionCall
+
+__all__ = ["AssistantFunctionCall"]
