@@ -308,8 +308,6 @@ def decide_online(client: Any, case: Case, policy: str | None) -> Outcome:
         payload["resource"] = case.resource
     if case.context:
         payload["context"] = case.context
-    if policy is not None:
-        payload["policy"] = policy
     try:
         body = client.post("/admin/policies/test", json=payload)
     except GatewayError as exc:
@@ -322,6 +320,16 @@ def decide_online(client: Any, case: Case, policy: str | None) -> Outcome:
             return Outcome(case, error=str(exc.message))
         raise
     body = body if isinstance(body, dict) else {}
+    if policy is not None:
+        # What that one policy said, from the explanation of the whole decision.
+        said = [d for d in body.get("details") or [] if isinstance(d, dict) and d.get("policy") == policy]
+        if not said:
+            return Outcome(
+                case,
+                error=f"policy {policy!r} does not apply to agent {case.agent_name!r} (or does not exist); "
+                "`meshguard policy allowed AGENT` lists the policies that apply",
+            )
+        body = {**said[0], "details": said}
     extra = {k: body[k] for k in ("retry_after", "limit", "enforced", "mode") if body.get(k) is not None}
     return Outcome(
         case,

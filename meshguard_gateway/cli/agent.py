@@ -127,21 +127,24 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--trust", "trust", default="unverified", show_default=True, callback=_trust,
-              help=f"Trust tier: {', '.join(TRUST_TIERS)}.")
+@click.option("--trust", "trust", default=None, callback=_trust,
+              help=f"Trust tier: {', '.join(TRUST_TIERS)} (default: the gateway's, verified).")
 @click.option("--tags", "tags", multiple=True, callback=_tags, metavar="A,B",
               help="Comma-separated tags (policies select agents by tag).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write the token to FILE (mode 0600) instead of printing it.")
 @common_options
-def create(name: str, trust: str, tags: list[str] | None, output: Path | None) -> None:
+def create(name: str, trust: str | None, tags: list[str] | None, output: Path | None) -> None:
     """Create an agent and print its token once.
 
     \b
     meshguard agent create autogpt-agent --trust verified --tags autogpt,autonomous
     """  # noqa: D301
     client = admin_client()
-    body: dict[str, Any] = client.post("/admin/agents", json={"name": name, "trustTier": trust, "tags": tags or []})
+    payload: dict[str, Any] = {"name": name, "tags": tags or []}
+    if trust is not None:
+        payload["trustTier"] = trust
+    body: dict[str, Any] = client.post("/admin/agents", json=payload)
     if json_output():
         print_json(_json_with_token(body, output))
         return
@@ -200,8 +203,8 @@ def show(agent: str) -> None:
             ("Tags", ", ".join(body.get("tags") or []) or None),
             ("Status", styled(body.get("status") or "active")),
             ("Created", format_time(pick(body, "createdAt", "created_at"))),
-            ("Revoked", format_time(pick(body, "revokedAt", "revoked_at")) if pick(body, "revokedAt", "revoked_at") else None),
         ]
+        + ([("Revoked", format_time(pick(body, "revokedAt", "revoked_at")))] if pick(body, "revokedAt", "revoked_at") else [])
     )
 
 

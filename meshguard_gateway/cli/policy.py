@@ -229,6 +229,9 @@ def delete(name: str, yes: bool) -> None:
         click.echo(f"Deleted policy {name}.")
 
 
+_LIMIT_WORDS = {"requestsPerMinute": "requests per minute", "requestsPerHour": "requests per hour"}
+
+
 def _patterns(value: Any) -> str:
     if not value:
         return "-"
@@ -272,14 +275,18 @@ def allowed(agent: str) -> None:
         return
     for p in policies:
         print_line("")
-        print_line(f"Policy {p.get('name')} (otherwise: {pick(p, 'defaultEffect', 'default_effect') or 'deny'})")
-        print_fields(
-            [
-                ("  allowed", _patterns(p.get("allowed"))),
-                ("  denied", _patterns(p.get("denied"))),
-                ("  approval", _patterns(pick(p, "approval", "requireApproval", "approval_required"))),
-            ]
+        print_line(
+            f"Policy {p.get('policy') or p.get('name')} (anything else: {pick(p, 'defaultEffect', 'default_effect') or 'deny'})"
         )
+        rows = [
+            ("  allowed", _patterns(p.get("allowed"))),
+            ("  denied", _patterns(p.get("denied"))),
+            ("  approval", _patterns(pick(p, "approval", "requireApproval", "approval_required"))),
+        ]
+        limits = pick(p, "rateLimits", "rate_limits")
+        if isinstance(limits, dict) and limits:
+            rows.append(("  rate limit", ", ".join(f"{v} {_LIMIT_WORDS.get(k, k)}" for k, v in limits.items())))
+        print_fields(rows)
 
 
 # --------------------------------------------------------------------------- policy test
