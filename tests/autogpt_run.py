@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ class AutoGPTRun:
     """A prepared run directory and how to start the launcher in it."""
 
     dir: Path
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # holds the agent token
 
     @property
     def workspace(self) -> Path:

@@ -1,0 +1,149 @@
+"""The launcher's client and `governed` against a real gateway process (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import meshguard_autogpt
+from meshguard_autogpt import AgentRevokedError, MeshGuardGateway, governed
+from tests.conftest import LiveGateway
+
+POLICY = """\
+name: custom-tools
+appliesTo:
+  tags: [autogpt]
+rules:
+  - effect: allow
+    actions: ["report:*", "browse:web"]
+  - effect: deny
+    actions: ["send:email"]
+    reason: no email from agents
+defaultEffect: deny
+humanInTheLoop:
+  requireApproval: ["pay:*"]
+"""
+
+RATE_LIMITED = """\
+name: slow
+appliesTo:
+  tags: [autogpt]
+rules:
+  - effect: allow
+    actions: ["browse:web"]
+defaultEffect: deny
+rateLimits:
+  requestsPerMinute: 2
+"""
+
+
+@pytest.fixture
+def custom_gateway(start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> LiveGateway:
+    path = tmp_path / "custom.yaml"
+    path.write_text(POLICY)
+    return start_gateway(path)
+
+
+def make_client(gw: LiveGateway, **kwargs: object) -> MeshGuardGateway:
+    _, token = gw.create_agent("tools-agent", tags=["autogpt"])
+    return MeshGuardGateway(gw.url, token, trace_id="trace-governed", verbose=False, **kwargs)  # type: ignore[arg-type]
+
+
+def audit(gw: LiveGateway) -> list[dict]:
+    resp = gw.admin("GET", "/admin/audit", params={"trace": "trace-governed", "order": "asc"})
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["entries"])
+
+
+def test_governed_allowed_runs_and_is_recorded(custom_gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(meshguard_autogpt, "gateway", make_client(custom_gateway), raising=False)
+    written: list[str] = []
+
+    @governed("report:weekly", resource_key="title")
+    def write_report(title: str, body: str) -> str:
+        written.append(title)
+        return f"report {title} saved"
+
+    assert write_report(title="week 47", body="...") == "report week 47 saved"
+    assert written == ["week 47"]
+    entries = audit(custom_gateway)
+    assert [(e["action"], e["resource"], e["decision"]) for e in entries] == [("report:weekly", "week 47", "allow")]
+    assert entries[0]["outcome"]["status"] == "success"
+    assert entries[0]["outcome"]["result"] == "report week 47 saved"
+
+
+def test_governed_denied_never_runs_and_returns_the_blocked_result(custom_gateway: LiveGateway,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(meshguard_autogpt, "gateway", make_client(custom_gateway), raising=False)
+    sent: list[str] = []
+
+    @governed("send:email", resource_key="to")
+    def send_email(to: str, subject: str, body: str) -> str:
+        sent.append(to)
+        return "sent"
+
+    result = send_email("boss@example.com", "hi", "...")
+    assert sent == []
+    assert result["status"] == "blocked" and result["action"] == "send:email"
+    assert "no email from agents" in result["reason"]
+    assert [(e["action"], e["decision"]) for e in audit(custom_gateway)] == [("send:email", "deny")]
+
+
+def test_client_seed_answers(custom_gateway: LiveGateway) -> None:
+    """The seed document's checks: allowed, and denied with a reason."""
+    gw = make_client(custom_gateway)
+    assert gw.check_permission("browse:web", "https://example.com")["allowed"] is True
+    denied = gw.check_permission("send:email", "x@example.com")
+    assert denied["allowed"] is False and denied["decision"] == "deny"
+    assert denied["decision_id"] and denied["policy"] == "custom-tools"
+
+
+def test_client_waits_for_a_human_approval(custom_gateway: LiveGateway) -> None:
+    gw = make_client(custom_gateway, approval_timeout=60)
+    results: list[dict] = []
+    worker = threading.Thread(target=lambda: results.append(gw.decide("pay:invoice", "inv-42")))
+    worker.start()
+    approval_id = None
+    deadline = time.monotonic() + 30
+    while approval_id is None and time.monotonic() < deadline:
+        pending = custom_gateway.admin("GET", "/admin/approvals", params={"status": "pending"}).json()["approvals"]
+        approval_id = pending[0]["id"] if pending else None
+        time.sleep(0.05)
+    assert approval_id, "no pending approval appeared"
+    resp = custom_gateway.admin("POST", f"/admin/approvals/{approval_id}/approve", json={"by": "test"})
+    assert resp.status_code == 200, resp.text
+    worker.join(60)
+    assert results and results[0]["allowed"] is True
+
+
+def test_client_approval_timeout_refuses(custom_gateway: LiveGateway) -> None:
+    gw = make_client(custom_gateway, approval_timeout=1)
+    result = gw.decide("pay:invoice", "inv-43")
+    assert result["allowed"] is False and result["decision"] == "approval_required"
+    assert "timed out" in result["reason"]
+
+
+def test_client_rate_limited_deny_mode(start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> None:
+    path = tmp_path / "slow.yaml"
+    path.write_text(RATE_LIMITED)
+    gw = make_client(start_gateway(path), on_rate_limit="deny")
+    assert gw.decide("browse:web", "a")["allowed"] and gw.decide("browse:web", "b")["allowed"]
+    third = gw.decide("browse:web", "c")
+    assert third["allowed"] is False and third["decision"] == "rate_limited"
+    assert isinstance(third["retry_after"], (int, float)) and third["retry_after"] > 0
+
+
+def test_client_revoked_agent_raises_and_stops(custom_gateway: LiveGateway) -> None:
+    gw = make_client(custom_gateway)
+    assert gw.decide("browse:web", "x")["allowed"]
+    assert custom_gateway.admin("DELETE", "/admin/agents/tools-agent").status_code == 200
+    with pytest.raises(AgentRevokedError):
+        gw.decide("browse:web", "y")
+    ran: list[int] = []
+    with pytest.raises(AgentRevokedError):
+        gw.execute("browse:web", "z", lambda: ran.append(1))
+    assert ran == []
