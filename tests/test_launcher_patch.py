@@ -77,8 +77,19 @@ def test_patch_refuses_an_autogpt_without_a_known_dispatcher(tmp_path: Path) -> 
     assert "autogpt.app has none either" in out and "Refusing to start AutoGPT ungoverned" in out
 
 
-def test_main_refuses_to_start_when_autogpt_is_missing(tmp_path: Path) -> None:
-    """The launcher's main() in an environment without AutoGPT: exit 1, the reason, nothing started."""
+def test_patch_refuses_when_autogpt_is_not_installed(tmp_path: Path) -> None:
+    result = run_python(sys.executable, """
+        import meshguard_autogpt as mg
+        try:
+            mg.patch_autogpt(mg.MeshGuardGateway("http://127.0.0.1:9", "t"), {})
+        except mg.PatchError as exc:
+            print("PatchError:", exc)
+    """, tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "cannot govern AutoGPT (not installed): AutoGPT is not importable from this Python" in result.stdout
+
+
+def test_main_refuses_a_url_without_a_token(tmp_path: Path) -> None:
     result = run_python(sys.executable, """
         import sys, meshguard_autogpt as mg
         sys.exit(mg.main(["--meshguard-url", "http://127.0.0.1:9"]))
