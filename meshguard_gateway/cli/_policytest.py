@@ -232,12 +232,12 @@ def load_test_file(path: Path) -> tuple[list[Case], dict[str, AgentSpec]]:
         where = f"{path}:{line}: test {index}" if line else f"{path}: test {index}"
         if not isinstance(item, dict):
             raise BadArgumentError(f"{where}: a test case is a mapping with agent, action and expect")
-        unknown = sorted(set(map(str, item)) - set(CASE_KEYS))
-        if unknown:
-            raise BadArgumentError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(CASE_KEYS)})")
         name = item.get("name")
         if name is not None:
             where += f" ({name})"
+        unknown = sorted(set(map(str, item)) - set(CASE_KEYS))
+        if unknown:
+            raise BadArgumentError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(CASE_KEYS)})")
         action = item.get("action")
         if not isinstance(action, str) or not action:
             raise BadArgumentError(f"{where}: missing 'action' (a verb:object such as write:workspace)")
