@@ -575,10 +575,12 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _by(decision: Mapping[str, Any]) -> str:
+    """Policy, rule and decision id, leaving out what the reason already says."""
+    reason = str(decision.get("reason") or "")
     parts = []
-    if decision.get("policy"):
+    if decision.get("policy") and str(decision["policy"]) not in reason:
         parts.append(f"policy {decision['policy']}")
-    if decision.get("rule"):
+    if decision.get("rule") and str(decision["rule"]) not in reason:
         parts.append(f"rule {decision['rule']}")
     if decision.get("decision_id"):
         parts.append(f"decision {decision['decision_id']}")
@@ -590,7 +592,7 @@ def refusal_text(command: str, decision: Mapping[str, Any]) -> str:
     resource = f" on {_short(decision['resource'], 200)}" if decision.get("resource") else ""
     details = []
     for key in ("policy", "rule", "decision_id"):
-        if decision.get(key):
+        if decision.get(key) and str(decision[key]) not in str(decision.get("reason")):
             details.append(f"{key.replace('_', ' ')} {decision[key]}")
     kind = decision.get("decision")
     if kind == "rate_limited":
