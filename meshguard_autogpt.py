@@ -987,13 +987,31 @@ def _detect() -> tuple[str, Any, str]:
 
 
 def _find_operation_not_allowed() -> type[BaseException]:
-    for name in _OPERATION_NOT_ALLOWED:
+    """The OperationNotAllowedError this AutoGPT's agent loop catches as an AgentException.
+
+    Taken from the module the agent module imported its own exceptions from (v0.5.0:
+    autogpt.agents.utils.exceptions; ~v0.5.1: autogpt.utils.exceptions; classic:
+    forge.utils.exceptions): with ~v0.5.1 and a newer forge installed side by side, forge's class
+    would escape Agent.execute and kill the run.
+    """
+    agents = sys.modules.get("autogpt.agents.agent")
+    base = getattr(agents, "AgentException", None)
+    candidates: list[str] = []
+    for name in ("CommandExecutionError", "AgentException", "UnknownCommandError", "AgentTerminated"):
+        cls = getattr(agents, name, None)
+        if isinstance(cls, type) and cls.__module__ not in candidates:
+            candidates.append(cls.__module__)
+    candidates += [name for name in _OPERATION_NOT_ALLOWED if name not in candidates]
+    for name in candidates:
         module = _import(name)
         cls = getattr(module, "OperationNotAllowedError", None) if module else None
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            return cls
-    raise PatchError("this AutoGPT needs refusals as OperationNotAllowedError, which was not found in "
-                     + ", ".join(_OPERATION_NOT_ALLOWED))  # fmt: skip
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            continue
+        if isinstance(base, type) and not issubclass(cls, base):
+            continue  # the agent loop would not catch it
+        return cls
+    raise PatchError("this AutoGPT needs refusals as an OperationNotAllowedError its agent loop catches; none found in "
+                     + ", ".join(candidates))  # fmt: skip
 
 
 def _python_sandbox(generation: str) -> bool:
