@@ -192,8 +192,7 @@ def tail(count: int, follow: bool, agent: str | None, action: str | None, decisi
         if not recent and not as_json:
             note("No audit entries yet.", quiet=quiet())
         return
-    if not as_json:
-        note(f"Following the audit trail of {client.url} (Ctrl-C to stop) ...", quiet=quiet())
+    note(f"Following the audit trail of {client.url} (Ctrl-C to stop) ...", quiet=quiet())
     try:
         while True:
             got = 0
