@@ -50,6 +50,21 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("EXECUTE_LOCAL_COMMANDS", "True")
     os.chdir(spec["run_dir"])  # AutoGPT 0.2.2 creates ./auto_gpt_workspace at import time
     sys.path.insert(0, spec["root"])
+    # AutoGPT 0.2.2 imports these at module level but uses them only online (text summaries,
+    # OpenAPI plugins); the offline install leaves them out (research/autogpt-dispatch.md).
+    import importlib.util
+    import types
+
+    for missing, subs in (("spacy", ()), ("openapi_python_client", ("cli",))):
+        if missing not in sys.modules and importlib.util.find_spec(missing) is None:
+            stand_in = types.ModuleType(missing)
+            stand_in.__path__ = []  # type: ignore[attr-defined]
+            sys.modules[missing] = stand_in
+            for sub in subs:
+                module = types.ModuleType(f"{missing}.{sub}")
+                module.Config = type("Config", (), {})  # type: ignore[attr-defined]
+                setattr(stand_in, sub, module)
+                sys.modules[f"{missing}.{sub}"] = module
 
     import autogpt.agent.agent as agent_mod
     import autogpt.commands.file_operations as fileops
@@ -159,6 +174,10 @@ def _audit_counts(db: Path, trace_id: str) -> dict[str, int]:
             cols = [c[1] for c in conn.execute(f"PRAGMA table_info({t})")]
             if "trace_id" in cols:
                 out[t] = int(conn.execute(f"SELECT count(*) FROM {t} WHERE trace_id = ?", (trace_id,)).fetchone()[0])
+        if "records" in tables and "audit_log" in tables:
+            out["records (outcomes linked to those decisions)"] = int(conn.execute(
+                "SELECT count(*) FROM records WHERE decision_id IN "
+                "(SELECT decision_id FROM audit_log WHERE trace_id = ?)", (trace_id,)).fetchone()[0])  # fmt: skip
         return out
     finally:
         conn.close()
