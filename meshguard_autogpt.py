@@ -55,8 +55,6 @@ agent's token (revoked, expired, unknown): AutoGPT was stopped before its next c
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import functools
 import importlib
 import importlib.util
@@ -85,7 +83,7 @@ __version__ = "0.1.0"
 __all__ = [
     # gateway client (the seed's names)
     "MeshGuardGateway",
-    "gateway",
+    "gateway",  # noqa: F822 (created lazily by the module __getattr__)
     "governed",
     # AutoGPT integration
     "patch_autogpt",
@@ -266,7 +264,7 @@ class MeshGuardGateway:
                           allowed_methods=None, raise_on_status=False)  # fmt: skip
         except TypeError:  # urllib3 < 1.26 (old AutoGPT pins)
             retry = Retry(total=None, connect=2, read=0, redirect=0, status=0, backoff_factor=0.1,
-                          method_whitelist=False, raise_on_status=False)  # fmt: skip
+                          method_whitelist=False, raise_on_status=False)  # type: ignore[call-arg]  # fmt: skip
         self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         self.session.headers["User-Agent"] = f"meshguard-autogpt/{__version__}"
@@ -621,7 +619,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _default_gateway() -> MeshGuardGateway:
-    return __getattr__("gateway") if "gateway" not in globals() else globals()["gateway"]
+    gw: MeshGuardGateway = globals()["gateway"] if "gateway" in globals() else __getattr__("gateway")
+    return gw
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -784,7 +783,7 @@ def load_action_map(path: str | os.PathLike[str] | None = None) -> dict[str, dic
         raise ConfigError(f"MESHGUARD_ACTION_MAP={source}: cannot read it ({exc.strerror or exc})") from None
     if source.endswith((".yaml", ".yml")):
         try:
-            import yaml  # type: ignore[import-untyped]
+            import yaml
         except ImportError:
             raise ConfigError(f"{source}: YAML needs PyYAML, which is not installed here; write the map as JSON") from None
         try:
@@ -1046,7 +1045,7 @@ def _workspace_of(bound: Mapping[str, Any]) -> str | None:
     if config_cls is not None and getattr(config_cls, "_instances", None):  # v0.3: the Config singleton
         try:
             value = getattr(config_cls(), "workspace_path", None)
-            if value:
+            if isinstance(value, (str, os.PathLike)) and str(value):
                 return os.fspath(value)
         except Exception:
             pass
@@ -1200,7 +1199,7 @@ def unpatch_autogpt() -> bool:
     return undone
 
 
-def _entry_point(generation: str) -> tuple[Callable[..., Any], list[str], str]:
+def _entry_point(generation: str) -> tuple[Any, list[str], str]:
     """AutoGPT's click command for this generation, the argument prefix, and a name for messages."""
     if generation in ("0.5.0", "0.5.1+"):
         cli = importlib.import_module("autogpt.app.cli")
