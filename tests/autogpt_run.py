@@ -147,3 +147,58 @@ def stop_pid(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# An AutoGPT 0.2.2 plugin of our own (zip in ./plugins, class allowlisted by ALLOWLISTED_PLUGINS), whose
+# commands leave a marker file in PLUGIN_MARKER_DIR when they really run. AutoGPT 0.2.2 never puts plugin
+# commands in its registry: its dispatcher's fallback calls them positionally.
+PLUGIN_SOURCE = '''
+import os
+from auto_gpt_plugin_template import AutoGPTPluginTemplate
+
+
+def _mark(name, *args):
+    with open(os.path.join(os.environ["PLUGIN_MARKER_DIR"], name), "w") as out:
+        out.write(repr(args))
+    return name + " done"
+
+
+def _plugin_class():
+    def passthrough(self, *args, **kwargs):
+        return args[0] if args else None
+
+    def post_prompt(self, prompt):
+        prompt.add_command("Send an email", "send_email", {"to": "<to>", "subject": "<s>", "body": "<b>"},
+                           lambda *a: _mark("send_email", *a))
+        prompt.add_command("Say hello", "say_hello", {"name": "<name>"}, lambda *a: _mark("say_hello", *a))
+        prompt.add_command("Unmapped", "plugin_unmapped", {"x": "<x>"}, lambda *a: _mark("plugin_unmapped", *a))
+        return prompt
+
+    body = {name: passthrough for name in AutoGPTPluginTemplate.__abstractmethods__}
+    body.update({name: (lambda self, *a, **k: False) for name in AutoGPTPluginTemplate.__abstractmethods__
+                 if name.startswith("can_handle")})
+    body["can_handle_post_prompt"] = lambda self: True
+    body["post_prompt"] = post_prompt
+
+    def __init__(self):
+        super(cls, self).__init__()
+        self._name, self._version, self._description = "meshguard-test-plugin", "0.0.1", "test commands"
+
+    body["__init__"] = __init__
+    cls = type("MeshGuardTestPlugin", (AutoGPTPluginTemplate,), body)
+    return cls
+
+
+MeshGuardTestPlugin = _plugin_class()
+'''
+
+
+def install_plugin(run: AutoGPTRun, marker_dir: Path) -> None:
+    """Put the test plugin where AutoGPT 0.2.2 looks (./plugins/*.zip) and allowlist it."""
+    import zipfile
+
+    plugins = run.dir / "plugins"
+    plugins.mkdir(exist_ok=True)
+    with zipfile.ZipFile(plugins / "meshguard_test_plugin.zip", "w") as zf:
+        zf.writestr("meshguard_test_plugin/__init__.py", PLUGIN_SOURCE)
+    run.env.update(ALLOWLISTED_PLUGINS="MeshGuardTestPlugin", PLUGIN_MARKER_DIR=str(marker_dir))

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from meshguard_autogpt import EXIT_REVOKED, SEED_POLICY
-from tests.autogpt_run import REFUSAL, autogpt_available, prepare_run, step, stop_pid
+from tests.autogpt_run import REFUSAL, autogpt_available, install_plugin, prepare_run, step, stop_pid
 from tests.conftest import LiveGateway
 
 pytestmark = [
@@ -221,3 +221,32 @@ def test_autogpt_without_a_reachable_gateway_does_not_start(tmp_path: Path) -> N
     assert result.returncode == 1
     assert "not reachable" in result.stderr
     assert not marker.exists() and run.prompts() == []
+
+
+def test_autogpt_plugin_commands_pass_the_dispatcher_too(seed_gateway: LiveGateway, tmp_path: Path) -> None:
+    """Plugin commands never enter AutoGPT 0.2.2's registry, yet they are governed; the action map file
+    (MESHGUARD_ACTION_MAP) names what a plugin command does."""
+    _, token = seed_gateway.create_agent("autogpt-agent", tags=["autogpt"])
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    action_map = tmp_path / "actions.json"
+    action_map.write_text(json.dumps({"say_hello": {"action": "read:greeting", "resource": "name"}}))
+    run = prepare_run(tmp_path / "run", [
+        step("send_email", to="boss@example.com", subject="hi", body="..."),
+        step("say_hello", name="world"),
+        step("plugin_unmapped", x="1"),
+    ], url=seed_gateway.url, token=token, extra_env={"MESHGUARD_ACTION_MAP": str(action_map)})  # fmt: skip
+    install_plugin(run, markers)
+
+    result = run.run()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "meshguard-test-plugin" in result.stdout  # AutoGPT loaded the plugin
+    assert not (markers / "send_email").exists()
+    assert f"{REFUSAL} 'send_email' (action send:email on 'boss@example.com')" in run.prompt_text(2)
+    assert (markers / "say_hello").read_text() == "('world',)"
+    assert not (markers / "plugin_unmapped").exists()
+    assert f"{REFUSAL} 'plugin_unmapped' (action execute:plugin_unmapped" in run.prompt_text(4)
+    entries = trace_entries(seed_gateway, trace_id_of(result.stdout))
+    assert [(e["action"], e["decision"]) for e in entries if not e["action"].startswith("lifecycle:")] == [
+        ("send:email", "deny"), ("read:greeting", "allow"), ("execute:plugin_unmapped", "deny")]
