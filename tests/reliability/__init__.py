@@ -1,0 +1,1 @@
+"""Helpers of the reliability and security suites: fault servers, the AutoGPT driver, figures."""

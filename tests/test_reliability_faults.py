@@ -1,0 +1,321 @@
+"""Faults between the launcher and its gateway, with real AutoGPT 0.2.2 commands: fail closed.
+
+Every case runs AutoGPT 0.2.2's own `write_to_file` through the launcher's real dispatcher patch
+(`patch_autogpt()` on `autogpt.agent.agent.execute_command`, in .venv-autogpt, see
+tests/reliability/autogpt_driver.py) against a gateway that misbehaves: not running, stopped
+mid-run, answering after the timeout, 500s, unreadable or contradictory answers, connections reset
+halfway. The file must never appear, and the text AutoGPT gets back must say why.
+
+Controls (same driver, an answer that really allows) show the file does appear when allowed, so the
+absence of the file means something.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.autogpt_run import AUTOGPT_PYTHON, REFUSAL, autogpt_available, prepare_run
+from tests.conftest import LiveGateway
+from tests.reliability import faults
+from tests.reliability.faults import ALLOW_BODY, FaultServer, fault_server
+from tests.reliability.figures import record
+
+pytestmark = [
+    pytest.mark.autogpt,
+    pytest.mark.skipif(not autogpt_available(), reason="needs .venv-autogpt with AutoGPT 0.2.2 (scripts/setup.sh)"),
+]
+
+DRIVER = Path(__file__).resolve().parent / "reliability" / "autogpt_driver.py"
+TIMEOUT = 1.0  # MESHGUARD_TIMEOUT for every case: a fault must not take long to be noticed
+FAIL_CLOSED = "fail closed"
+
+
+@dataclass
+class Driver:
+    """A .venv-autogpt process that runs AutoGPT commands through the patched dispatcher."""
+
+    proc: subprocess.Popen[str]
+    workspace: Path
+    stats: dict[str, int]
+
+    def run(self, url: str, filename: str, *, token: str = "tok-reliability", timeout: float = TIMEOUT,
+            text: str = "written by AutoGPT", wait: float = 60) -> dict[str, Any]:  # fmt: skip
+        """Ask AutoGPT's patched dispatcher to write `filename`; returns the driver's answer."""
+        request = {"url": url, "token": token, "timeout": timeout, "command": "write_to_file",
+                   "arguments": {"filename": filename, "text": text}}  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], wait)
+        assert ready, f"the AutoGPT driver did not answer within {wait}s"
+        line = self.proc.stdout.readline()
+        assert line, f"the AutoGPT driver exited: {self.proc.stderr.read() if self.proc.stderr else ''}"
+        answer: dict[str, Any] = json.loads(line)
+        assert answer["patched"] and answer["generation"] == "0.2-0.4.0", answer
+        return answer
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    run = prepare_run(tmp_path_factory.mktemp("faults") / "run", [])
+    proc = subprocess.Popen([str(AUTOGPT_PYTHON), str(DRIVER)], cwd=run.dir, env=run.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    first = proc.stdout.readline() if ready else ""
+    assert first and json.loads(first)["ready"], (proc.stderr.read() if proc.stderr else "") if proc.poll() is not None else first
+    stats = {"faults": 0, "ran_without_allow": 0, "controls": 0}
+    try:
+        yield Driver(proc, run.workspace, stats)
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        record("launcher_faults", faults_tried=stats["faults"], commands_run_without_allow=stats["ran_without_allow"],
+               controls_run=stats["controls"])  # fmt: skip
+
+
+def fresh_name() -> str:
+    return f"fault-{uuid.uuid4().hex[:10]}.txt"
+
+
+def assert_refused(driver: Driver, answer: dict[str, Any], filename: str, *phrases: str) -> None:
+    """The side effect did not happen, and AutoGPT was told why, in the launcher's words."""
+    driver.stats["faults"] += 1
+    written = (driver.workspace / filename).exists()
+    if written:
+        driver.stats["ran_without_allow"] += 1
+    assert not written, f"{filename} was written without an allow; AutoGPT got: {answer['result']}"
+    text = answer["result"]
+    assert answer["exit"] is None, answer
+    assert text.startswith(f"{REFUSAL} 'write_to_file' (action write:workspace on '{filename}')"), text
+    for phrase in phrases:
+        assert phrase in text, f"{phrase!r} not in: {text}"
+
+
+# ---- controls: the driver really writes when the gateway allows -------------------------------
+
+
+def test_control_an_allow_really_writes_the_file(driver: Driver) -> None:
+    name = fresh_name()
+    with fault_server(faults.answer(200, ALLOW_BODY)) as server:
+        answer = driver.run(server.url, name)
+    driver.stats["controls"] += 1
+    assert answer["result"] == "File written to successfully."
+    assert (driver.workspace / name).read_text() == "written by AutoGPT"
+    assert b"POST /proxy/governance/check" in server.requests[0]
+
+
+# ---- the gateway is not there ---------------------------------------------------------------
+
+
+def test_gateway_not_running_refuses(driver: Driver) -> None:
+    name = fresh_name()
+    url = faults.closed_port()
+    answer = driver.run(url, name)
+    assert_refused(driver, answer, name, f"MeshGuard gateway {url} could not be reached", FAIL_CLOSED)
+
+
+def test_gateway_host_unresolvable_refuses(driver: Driver) -> None:
+    name = fresh_name()
+    answer = driver.run("http://meshguard-gateway.invalid:3100", name)
+    assert_refused(driver, answer, name, "could not be reached", FAIL_CLOSED)
+
+
+# ---- answers that come too late -------------------------------------------------------------
+
+
+def test_gateway_that_never_answers_refuses_after_the_timeout(driver: Driver) -> None:
+    name = fresh_name()
+    with fault_server(faults.hang) as server:
+        answer = driver.run(server.url, name)
+        assert len(server.requests) == 1  # asked once, never sent twice
+    assert_refused(driver, answer, name, f"did not answer within {TIMEOUT:g}s", FAIL_CLOSED)
+
+
+def test_an_allow_that_arrives_after_the_timeout_is_not_obeyed(driver: Driver) -> None:
+    name = fresh_name()
+    with fault_server(faults.late(TIMEOUT + 1.0)) as server:
+        answer = driver.run(server.url, name)
+        deadline = time.monotonic() + TIMEOUT + 3
+        while server.late_answers_sent == 0 and time.monotonic() < deadline and server.requests:
+            time.sleep(0.05)  # let the late allow go out (or find the connection closed)
+        time.sleep(0.3)
+    assert_refused(driver, answer, name, "did not answer within", FAIL_CLOSED)
+
+
+def test_an_allow_dripped_slower_than_the_timeout_is_not_obeyed(driver: Driver) -> None:
+    """Each byte arrives within the timeout, the whole answer takes many timeouts.
+
+    MESHGUARD_TIMEOUT is "seconds to wait for the gateway per request": an answer that takes
+    far longer than that must not let the command run.
+    """
+    name = fresh_name()
+    interval = TIMEOUT / 4  # about 12 s for the whole allow
+    with fault_server(faults.drip(interval)) as server:
+        answer = driver.run(server.url, name, wait=120)
+    took = answer["elapsed"]
+    assert_refused(driver, answer, name, FAIL_CLOSED)
+    assert took < 10 * TIMEOUT, f"the refusal took {took:.1f}s with MESHGUARD_TIMEOUT={TIMEOUT:g}"
+
+
+# ---- answers that are errors or unreadable --------------------------------------------------
+
+ERROR_ANSWERS: list[tuple[str, faults.Behavior, tuple[str, ...]]] = [
+    ("500 saying allowed", faults.answer(500, ALLOW_BODY), ("answered HTTP 500",)),
+    ("500 html", faults.answer(500, "<html><body>Internal Server Error</body></html>", content_type="text/html"),
+     ("answered HTTP 500",)),
+    ("502 from a proxy", faults.answer(502, "Bad Gateway", content_type="text/plain"), ("answered HTTP 502",)),
+    ("503 unhealthy", faults.answer(503, {"status": "unhealthy", "reason": "database"}), ("answered HTTP 503",)),
+    ("404 not a gateway", faults.answer(404, "<html>Not Found</html>", content_type="text/html"), ("answered HTTP 404",)),
+    ("200 empty body", faults.answer(200, b""), ("without a JSON body",)),
+    ("200 html", faults.answer(200, "<html><body>allowed: true</body></html>", content_type="text/html"),
+     ("without a JSON body",)),
+    ("200 garbage bytes", faults.answer(200, bytes(range(256)), content_type="application/octet-stream"),
+     ("without a JSON body",)),
+    ("200 truncated json", faults.answer(200, b'{"allowed": true, "decision": "al'), ("without a JSON body",)),
+    ("200 json list", faults.answer(200, [ALLOW_BODY]), ("without a JSON body",)),
+    ("200 json string", faults.answer(200, "\"allowed\""), ("without a JSON body",)),
+    ("not http at all", faults.raw(b"SSH-2.0-OpenSSH_9.6\r\n"), ("could not be reached",)),
+    ("200 body shorter than content-length", faults.answer(200, ALLOW_BODY, content_length=4096),
+     ("could not be reached",)),
+]
+
+
+@pytest.mark.parametrize(("behavior", "phrases"), [(b, p) for _, b, p in ERROR_ANSWERS],
+                         ids=[n for n, _, _ in ERROR_ANSWERS])  # fmt: skip
+def test_error_and_unreadable_answers_refuse(driver: Driver, behavior: faults.Behavior, phrases: tuple[str, ...]) -> None:
+    name = fresh_name()
+    with fault_server(behavior) as server:
+        answer = driver.run(server.url, name)
+        assert len(server.requests) >= 1
+    assert_refused(driver, answer, name, *phrases, FAIL_CLOSED)
+
+
+# ---- contradictory answers ------------------------------------------------------------------
+
+CONTRADICTIONS: list[tuple[str, int, Any, tuple[str, ...]]] = [
+    ("allowed true with status 403", 403, {**ALLOW_BODY}, ()),
+    ("allowed true with status 429", 429, {**ALLOW_BODY, "retry_after": 0}, ()),
+    ("allowed true with status 202", 202, {**ALLOW_BODY}, ("answered HTTP 202",)),
+    ("allowed true, decision deny, enforced", 200, {**ALLOW_BODY, "decision": "deny"}, ("contradictory answer",)),
+    ("allowed true, no decision", 200, {"allowed": True}, ("contradictory answer",)),
+    ("allowed string true", 200, {**ALLOW_BODY, "allowed": "true"}, ("contradictory answer",)),
+    ("allowed 1", 200, {**ALLOW_BODY, "allowed": 1}, ("contradictory answer",)),
+    ("allowed false, decision allow", 200, {**ALLOW_BODY, "allowed": False}, ("contradictory answer",)),
+    ("decision allow without allowed", 200, {"decision": "allow", "enforced": True}, ("contradictory answer",)),
+    ("approval required with status 200", 200, {"allowed": False, "decision": "approval_required",
+                                                "approval_id": "apr_x"}, ("contradictory answer",)),
+    ("enforced string false", 200, {"allowed": True, "decision": "deny", "enforced": "false"}, ("contradictory answer",)),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "phrases"), [(s, b, p) for _, s, b, p in CONTRADICTIONS],
+                         ids=[n for n, _, _, _ in CONTRADICTIONS])  # fmt: skip
+def test_contradictory_answers_refuse(driver: Driver, status: int, body: Any, phrases: tuple[str, ...]) -> None:
+    name = fresh_name()
+    with fault_server(faults.answer(status, body)) as server:
+        answer = driver.run(server.url, name)
+        assert len(server.requests) == 1  # refusals are not retried (MESHGUARD_ON_RATE_LIMIT=deny here)
+    assert_refused(driver, answer, name, *phrases)
+
+
+def test_a_401_that_says_allowed_stops_the_agent(driver: Driver) -> None:
+    """401 is a revocation whatever the body says: AutoGPT is stopped before the command."""
+    name = fresh_name()
+    with fault_server(faults.answer(401, {**ALLOW_BODY, "error": "unauthorized", "reason": "revoked"})) as server:
+        answer = driver.run(server.url, name)
+    driver.stats["faults"] += 1
+    written = (driver.workspace / name).exists()
+    driver.stats["ran_without_allow"] += int(written)
+    assert not written
+    assert answer["exit"] == 3, answer  # EXIT_REVOKED
+    assert "rejected this agent's token" in answer["result"] and "stopped" in answer["result"]
+
+
+# ---- connections that break halfway ---------------------------------------------------------
+
+BROKEN: list[tuple[str, faults.Behavior]] = [
+    ("closed after the request, no answer", faults.close_without_answer),
+    ("reset after the request, no answer", faults.reset_without_answer),
+    ("reset in the middle of the headers", faults.reset_mid_headers),
+    ("reset in the middle of an allow body", faults.reset_mid_answer()),
+    ("reset after all but the last byte of an allow", faults.reset_mid_answer(keep=0.97)),
+]
+
+
+@pytest.mark.parametrize("behavior", [b for _, b in BROKEN], ids=[n for n, _ in BROKEN])
+def test_connection_broken_mid_answer_refuses(driver: Driver, behavior: faults.Behavior) -> None:
+    name = fresh_name()
+    with fault_server(behavior) as server:
+        answer = driver.run(server.url, name)
+        assert len(server.requests) == 1  # a request that reached the gateway is never sent twice
+    assert_refused(driver, answer, name, "could not be reached", FAIL_CLOSED)
+
+
+# ---- a real gateway that stops mid-run ------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_real_gateway_stopped_mid_run(driver: Driver, start_gateway: Callable[..., LiveGateway], how: int) -> None:
+    gw = start_gateway()
+    _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
+    first, second = fresh_name(), fresh_name()
+
+    allowed = driver.run(gw.url, first, token=token)
+    driver.stats["controls"] += 1
+    assert allowed["result"] == "File written to successfully."
+    assert (driver.workspace / first).exists()
+
+    gw.stop(how)
+    refused = driver.run(gw.url, second, token=token)
+    assert_refused(driver, refused, second, "could not be reached", FAIL_CLOSED)
+
+
+def test_fault_server_itself_plays_each_fault() -> None:
+    """The helpers do what their names say (otherwise the tests above prove less than they claim)."""
+    import socket
+
+    def fetch(server: FaultServer) -> bytes | Exception:
+        s = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=2)
+        s.sendall(b"POST /proxy/governance/check HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+        except OSError as exc:
+            return exc
+        finally:
+            s.close()
+
+    with fault_server(faults.reset_mid_answer()) as server:
+        got = fetch(server)
+    assert isinstance(got, ConnectionResetError) or (isinstance(got, bytes) and b"HTTP/1.1 200" in got)
+    with fault_server(faults.answer(403, ALLOW_BODY)) as server:
+        got = fetch(server)
+    assert isinstance(got, bytes) and got.startswith(b"HTTP/1.1 403") and b'"allowed": true' in got
+    with fault_server(faults.hang) as server:
+        with pytest.raises((TimeoutError, socket.timeout)):
+            s = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=0.5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                s.recv(10)
+            finally:
+                s.close()
