@@ -475,6 +475,26 @@ class MeshGuardGateway:
             if time.monotonic() - asked < 0.5:  # not held (or an error): do not hammer the gateway
                 self._sleep(min(0.5, max(deadline - time.monotonic(), 0)))
 
+    def token_problem(self) -> str | None:
+        """Why the gateway rejects this agent's token, or None. Writes no audit row.
+
+        Asks for an approval that does not exist: the gateway authenticates first (401 for a bad,
+        expired or revoked token), then answers 404. Anything else is left to the checks.
+        """
+        if not self._token:
+            return "no token"
+        try:
+            resp = self.session.get(f"{self.url}/proxy/approvals/meshguard-token-check", timeout=self.timeout)
+        except requests.RequestException:
+            return None
+        if resp.status_code != 401:
+            return None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        return str(_first(body, "reason", "message") or "token rejected") if isinstance(body, dict) else "token rejected"
+
     # -- records --------------------------------------------------------------------------
 
     def record(
@@ -1553,7 +1573,19 @@ def main(argv: list[str] | None = None) -> int:
     if wants_help:
         print(__doc__)
         return EXIT_OK
+    saved = {name: os.environ.get(name) for name in options}
     os.environ.update(options)
+    try:
+        return _run(autogpt_args)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(autogpt_args: list[str]) -> int:
     embedded: EmbeddedGateway | None = None
     try:
         scripted = _env("MESHGUARD_SCRIPTED_MODEL")
@@ -1577,6 +1609,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"the MeshGuard gateway {url} is not reachable (GET /health failed); start it "
                               "(meshguard gateway start) or unset MESHGUARD_URL/MESHGUARD_TOKEN to use the embedded one")  # fmt: skip
         gw = MeshGuardGateway(url, token)
+        problem = gw.token_problem()
+        if problem is not None:
+            raise AgentRevokedError(f"the MeshGuard gateway {url} rejects this agent's token ({problem}); AutoGPT was "
+                                    "not started. Issue a new one (meshguard agent token NAME) and set MESHGUARD_TOKEN")  # fmt: skip
         globals()["gateway"] = gw
         info = patch_autogpt(gw, action_map)
         if scripted:

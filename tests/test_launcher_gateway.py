@@ -147,3 +147,19 @@ def test_client_revoked_agent_raises_and_stops(custom_gateway: LiveGateway) -> N
     with pytest.raises(AgentRevokedError):
         gw.execute("browse:web", "z", lambda: ran.append(1))
     assert ran == []
+
+
+def test_main_refuses_to_start_with_a_revoked_token(custom_gateway: LiveGateway, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Exit 3 before AutoGPT is even looked for (this environment has no AutoGPT: a later failure would be 1)."""
+    _, token = custom_gateway.create_agent("gone-agent", tags=["autogpt"])
+    assert custom_gateway.admin("DELETE", "/admin/agents/gone-agent").status_code == 200
+    before = custom_gateway.admin("GET", "/admin/audit").json()["entries"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MESHGUARD_TOKEN", token)
+    monkeypatch.setenv("MESHGUARD_URL", custom_gateway.url)
+    assert meshguard_autogpt.main([]) == meshguard_autogpt.EXIT_REVOKED
+    err = capsys.readouterr().err
+    assert "rejects this agent's token" in err and "not started" in err and token not in err
+    assert custom_gateway.admin("GET", "/admin/audit").json()["entries"] == before  # the preflight audits nothing
