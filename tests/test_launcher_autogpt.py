@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,52 @@ def test_autogpt_plugin_commands_pass_the_dispatcher_too(seed_gateway: LiveGatew
     entries = trace_entries(seed_gateway, trace_id_of(result.stdout))
     assert [(e["action"], e["decision"]) for e in entries if not e["action"].startswith("lifecycle:")] == [
         ("send:email", "deny"), ("read:greeting", "allow"), ("execute:plugin_unmapped", "deny")]
+
+
+APPROVAL_POLICY = """\
+name: careful
+appliesTo:
+  tags: [autogpt]
+rules:
+  - effect: allow
+    actions: ["write:workspace/*", "read:*"]
+defaultEffect: deny
+humanInTheLoop:
+  requireApproval: ["write:workspace/reports/*"]
+"""
+
+
+def test_autogpt_waits_for_a_human_approval(start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> None:
+    policy = tmp_path / "careful.yaml"
+    policy.write_text(APPROVAL_POLICY)
+    gw = start_gateway(policy)
+    _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
+    run = prepare_run(tmp_path / "run", [
+        step("write_to_file", filename="reports/approved.txt", text="yes"),
+        step("write_to_file", filename="reports/rejected.txt", text="no"),
+    ], url=gw.url, token=token, extra_env={"MESHGUARD_APPROVAL_TIMEOUT": "120"})  # fmt: skip
+
+    proc = run.start()
+    decided: list[str] = []
+    try:
+        for verdict in ("approve", "deny"):
+            deadline = time.monotonic() + 120
+            pending: list[dict[str, Any]] = []
+            while not pending and time.monotonic() < deadline and proc.poll() is None:
+                pending = gw.admin("GET", "/admin/approvals", params={"status": "pending"}).json()["approvals"]
+                time.sleep(0.05)
+            assert pending, f"no approval was asked for ({verdict})"
+            resp = gw.admin("POST", f"/admin/approvals/{pending[0]['id']}/{verdict}", json={"by": "test"})
+            assert resp.status_code == 200, resp.text
+            decided.append(pending[0]["id"])
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    assert proc.returncode == 0, out + err
+    assert (run.workspace / "reports" / "approved.txt").read_text() == "yes"
+    assert not (run.workspace / "reports" / "rejected.txt").exists()
+    for approval_id in decided:
+        assert f"meshguard approval approve {approval_id}" in out
+    assert f"{REFUSAL} 'write_to_file'" in run.prompt_text(3) and "denied" in run.prompt_text(3)
