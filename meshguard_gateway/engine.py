@@ -512,7 +512,10 @@ class Engine:
             for rule, order in m.allow.values():
                 status = rule_status.get((pos, rule.index)) if rule.rate_limit is not None else None
                 if status is not None and status.over:
-                    if slowest is None or status.retry_after < slowest[2].retry_after:
+                    # the rule that admits again soonest (lowest index on a tie)
+                    if slowest is None or (status.retry_after, rule.index) < (
+                        slowest[2].retry_after, slowest[0].index
+                    ):
                         slowest = (rule, order, status)
                     continue
                 admitted.add((pos, rule.index))

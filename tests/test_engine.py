@@ -60,6 +60,12 @@ PATTERN_CASES = [
     ("read:a+", "read:a+", None, True),
     ("write:system/etc/*", "write:system", "etc/passwd", True),
     ("*:*", "anything:at-all", "x", True),
+    ("write:workspace*", "write:workspace", None, True),  # '*' matches the empty run at the end
+    ("write:work*space", "write:workspace", None, True),
+    ("write:*/*", "write:workspace", "a", True),
+    ("read:*a*a*b", "read:aaaa", "aaaa", False),  # several stars: segment matching
+    ("read:*a*a*b", "read:x", "aab", True),
+    ("read:*a*a*b", "read:x", "ab", False),
 ]
 
 
@@ -244,6 +250,14 @@ def test_engine_applies_to(applies_to: str, agent: Agent, applies: bool) -> None
         assert d.policy is None
         assert d.reason.startswith(f"denied: no policy applies to agent '{agent.name}'")
     assert [p.name for p in e.applicable(agent)] == (["p"] if applies else [])
+
+
+def test_engine_agent_whose_tags_change_gets_the_new_policies() -> None:
+    e = engine(rules_policy('- effect: allow\n  actions: ["read:*"]', "appliesTo: {tags: [production]}"))
+    assert not decide(e, "read:x", agent=AGENT).allowed
+    retagged = Agent(AGENT.id, AGENT.name, AGENT.trust_tier, AGENT.tags | {"production"})
+    assert decide(e, "read:x", agent=retagged).allowed
+    assert not decide(e, "read:x", agent=AGENT).allowed
 
 
 def test_engine_no_policy_at_all_denies() -> None:

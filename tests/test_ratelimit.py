@@ -269,19 +269,18 @@ def test_ratelimit_engine_rule_limit_shortest_wait_among_matching_rules() -> Non
 
 
 def test_ratelimit_engine_rate_limited_request_counts_in_no_policy() -> None:
-    """A request that ends RATE_LIMITED counts nowhere, not even in policies that allowed it."""
+    """A request that ends RATE_LIMITED counts nowhere, not even in policies that had room."""
     e = Engine(parse_policies([
         ("a.yaml", "name: a\nrules: [{effect: allow, actions: ['*:*']}]\nrateLimits: {requestsPerMinute: 1}"),
-        ("b.yaml", "name: b\nrules: [{effect: allow, actions: ['*:*']}]\nrateLimits: {requestsPerMinute: 2}"),
+        ("b.yaml", "name: b\nrules: [{effect: allow, actions: ['*:*']}]\nrateLimits: {requestsPerHour: 2}"),
     ]))
     assert e.decide(Request(AGENT, "read:x"), 0.0).allowed
-    for t in (1.0, 2.0, 3.0):
-        d = e.decide(Request(AGENT, "read:x"), t)
-        assert d.effect is Effect.RATE_LIMITED and d.policy == "a"
-    # 'b' counted only the admitted request: after 'a' frees up, 'b' still has room for one
-    assert e.decide(Request(AGENT, "read:x"), 60.0).allowed
-    d = e.decide(Request(AGENT, "read:x"), 61.0)
+    d = e.decide(Request(AGENT, "read:x"), 10.0)
     assert d.effect is Effect.RATE_LIMITED and d.policy == "a"
+    # 'b' counted only the admitted request, so it still has room for one more this hour
+    assert e.decide(Request(AGENT, "read:x"), 60.0).allowed
+    d = e.decide(Request(AGENT, "read:x"), 120.0)
+    assert d.effect is Effect.RATE_LIMITED and d.policy == "b" and d.limit == "2 requests per hour"
 
 
 def test_ratelimit_engine_rate_limited_reports_the_longest_wait_across_policies() -> None:
