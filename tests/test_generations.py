@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -275,8 +276,6 @@ def test_patch_is_idempotent_and_reversible(gen: Gen, policy_gateway: tuple[Live
     assert got["undone_again"] is False, got
 
 
-@pytest.mark.xfail(strict=True, reason="launcher bug (H5 report, /tmp/team/generations.md BUG 1): "
-                   "forge.utils.exceptions is preferred over the agent's own exceptions module")
 def test_v051_with_newer_forge_installed_still_gets_its_own_exception(
     policy_gateway: tuple[LiveGateway, str], tmp_path: Path
 ) -> None:
@@ -299,3 +298,48 @@ def test_v051_with_newer_forge_installed_still_gets_its_own_exception(
     assert not (tmp_path / "shell_ran").exists()
     assert_refused(gen, run.result_of(0), "execute_shell")
     assert (tmp_path / "run" / NEW_WS / "after.txt").read_text() == "went on", run.output
+
+
+@pytest.mark.parametrize("gen", GENS, ids=IDS)
+def test_revoking_the_agent_mid_run_stops_every_generation(
+    gen: Gen, start_gateway: Callable[..., LiveGateway], tmp_path: Path
+) -> None:
+    """The 401 after a revocation must get through each generation's own exception handling (AutoGPT
+    wraps commands in `except Exception`, v0.5+ runs them in an asyncio task) and stop the run with the
+    launcher's distinct exit status, before the next command runs."""
+    pol = tmp_path / "standin-policy.yaml"
+    pol.write_text(POLICY)
+    gw = start_gateway(pol)
+    agent_id, token = gw.create_agent("standin-revoked", tags=["autogpt"])
+    cmd, path_arg, text_arg = gen.write
+    go = tmp_path / "go"
+    script = [
+        {"name": cmd, "args": {path_arg: "before.txt", text_arg: "ran before the revocation"}},
+        {"name": cmd, "args": {path_arg: "after.txt", text_arg: "must never be written"}, "wait_for_file": str(go)},
+        {"name": "execute_shell", "args": {"command_line": f"touch {tmp_path / 'shell_ran'}"}},
+    ]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "script.json").write_text(json.dumps(script))
+    (run_dir / "component_config.json").write_text(json.dumps(CLASSIC_COMPONENTS))
+    env = _run_env(gen, run_dir, token, gw.url)
+    cmd_line = [sys.executable, str(LAUNCHER), "--continuous", "--continuous-limit", "20", "--skip-news", *gen.args]
+    proc = subprocess.Popen(cmd_line, cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        before = run_dir / gen.workspace / "before.txt"
+        for _ in range(600):
+            if before.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert before.exists(), "the first (allowed) write never happened"
+        assert gw.admin("DELETE", f"/admin/agents/{agent_id}").status_code == 200
+        go.touch()
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, output  # EXIT_REVOKED: stopped, not a crash and not a normal end
+    assert not (run_dir / gen.workspace / "after.txt").exists(), output
+    assert not (tmp_path / "shell_ran").exists(), output

@@ -4,12 +4,15 @@ The stand-ins reproduce each AutoGPT generation's dispatcher shape; what they le
 language model. This module plays it: STANDIN_SCRIPT names a JSON list of replies
 (`{"name": ..., "args": {...}}`, one per cycle), and every result the agent is given is appended to
 STANDIN_HISTORY (JSON lines: command, args, result), which is what the model would see next cycle.
+A reply may carry "wait_for_file": the model then holds it until that file exists, so a test can act
+between two commands (revoke the agent, stop the gateway).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 _replies: list[dict[str, Any]] | None = None
@@ -24,6 +27,10 @@ def next_reply() -> tuple[str, dict[str, Any]] | None:
     if not _replies:
         return None
     reply = _replies.pop(0)
+    wait_for = reply.get("wait_for_file")
+    deadline = time.monotonic() + 60
+    while wait_for and not os.path.exists(wait_for) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return reply["name"], dict(reply.get("args") or {})
 
 
