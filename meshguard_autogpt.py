@@ -209,6 +209,21 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _session(url: str) -> requests.Session:
+    """A session for `url`; a gateway on this machine is never reached through HTTP(S)_PROXY."""
+    session = requests.Session()
+    if _is_loopback(url):
+        session.trust_env = False
+    return session
+
+
 def _first(body: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         value = body.get(key)
@@ -257,7 +272,7 @@ class MeshGuardGateway:
         )
         self.verbose = verbose
         self._sleep = sleep
-        self.session = session or requests.Session()
+        self.session = session or _session(self.url)
         # Retry only connection set-up: a request that reached the gateway is never sent twice.
         try:
             retry = Retry(total=None, connect=2, read=0, redirect=0, status=0, other=0, backoff_factor=0.1,
@@ -1270,7 +1285,7 @@ class ScriptedModel:
         if not isinstance(steps, list) or not all(isinstance(s, dict) and ("command" in s or "name" in s) for s in steps):
             raise ConfigError(f"scripted model {script_path}: expected a JSON list of {{\"command\", \"args\"}} objects")
         self.steps = steps
-        self.prompts_path = prompts_path
+        self.prompts_path = os.path.abspath(prompts_path) if prompts_path else None  # AutoGPT may chdir
         self.cycle = 0
 
     def reply(self, messages: list[dict[str, Any]]) -> str:
@@ -1434,7 +1449,8 @@ def _gateway_command() -> list[str]:
 
 def _healthy(url: str) -> bool:
     try:
-        return requests.get(f"{url}/health", timeout=2).status_code == 200
+        with _session(url) as session:
+            return session.get(f"{url}/health", timeout=2).status_code == 200
     except requests.RequestException:
         return False
 
@@ -1500,10 +1516,11 @@ def _admin_token(state_dir: Path) -> str:
 def embedded_agent_token(url: str, state_dir: Path, name: str) -> str:
     """Create or reuse agent `name` (tags autogpt, trust verified) and return a fresh token for it."""
     headers = {"X-Admin-Token": _admin_token(state_dir)}
+    http = _session(url)
     try:
-        resp = requests.get(f"{url}/admin/agents/{name}", headers=headers, timeout=10)
+        resp = http.get(f"{url}/admin/agents/{name}", headers=headers, timeout=10)
         if resp.status_code == 404:
-            resp = requests.post(f"{url}/admin/agents", headers=headers, timeout=10,
+            resp = http.post(f"{url}/admin/agents", headers=headers, timeout=10,
                                  json={"name": name, "trustTier": "verified", "tags": ["autogpt"]})  # fmt: skip
             if resp.status_code != 201:
                 raise ConfigError(f"creating agent '{name}' at {url} failed: HTTP {resp.status_code} {resp.text[:300]}")
@@ -1515,7 +1532,7 @@ def embedded_agent_token(url: str, state_dir: Path, name: str) -> str:
                 f"agent '{name}' in {state_dir} is revoked, and revocation is permanent. To start over, stop that "
                 f"gateway and remove {state_dir} (its audit trail goes with it), or set MESHGUARD_AGENT_NAME to a new name"
             )
-        resp = requests.post(f"{url}/admin/agents/{name}/token", headers=headers, timeout=10)
+        resp = http.post(f"{url}/admin/agents/{name}/token", headers=headers, timeout=10)
         if resp.status_code != 200:
             raise ConfigError(f"issuing a token for '{name}' at {url} failed: HTTP {resp.status_code} {resp.text[:300]}")
         return str(resp.json()["token"])

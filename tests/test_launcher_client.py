@@ -324,3 +324,12 @@ def test_no_token_refuses_without_asking() -> None:
     gw = MeshGuardGateway("http://127.0.0.1:9", "", verbose=False)
     result = gw.check_permission("read:workspace", "a")
     assert not result["allowed"] and "MESHGUARD_TOKEN" in result["reason"]
+
+
+def test_client_reaches_a_local_gateway_despite_a_proxy_setting(server: tuple[str, Scripted],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    url, script = server
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    script.add(200, ALLOW)
+    assert client(url).check_permission("browse:web")["allowed"] is True
