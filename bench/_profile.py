@@ -44,14 +44,18 @@ def py_spy() -> str | None:
     return shutil.which("py-spy")
 
 
-def record(pid: int, seconds: float, out: Path) -> Path:
-    """Sample process `pid` for `seconds` (100 Hz, all threads, including native-idle filtering)."""
+def record(pid: int, seconds: float, out: Path, gil: bool = False) -> Path:
+    """Sample process `pid` for `seconds` at 100 Hz, every thread that is not idle.
+
+    With `gil`, only samples of the thread holding the GIL: the Python work that cannot run in
+    parallel, which is what bounds a single-process Python server.
+    """
     tool = py_spy()
     if tool is None:
         raise FileNotFoundError("py-spy is not installed; run: .venv/bin/uv pip install --python .venv/bin/python py-spy")
     subprocess.run(
         [tool, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "100", "-f", "raw",
-         "-o", str(out), "--nonblocking", "--threads"],
+         "-o", str(out), "--nonblocking", "--threads", "--full-filenames", *(["--gil"] if gil else [])],
         check=True, capture_output=True, timeout=seconds + 60,
     )  # fmt: skip
     return out
@@ -70,36 +74,48 @@ def _parse(raw: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+_ENTRY = re.compile(r"meshguard_gateway/(__main__|server)\.py|meshguard_gateway/cli/|\(<frozen runpy>")
+
+
 def summarize(raw: Path, top: int = 12) -> dict[str, Any]:
-    """Layer shares and the hottest functions of our package, from a py-spy raw file."""
+    """Thread split, layer shares and the hottest functions of our package, from a py-spy raw file."""
     stacks = _parse(raw)
     total = sum(c for _, c in stacks) or 1
     layers: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     ours: Counter[str] = Counter()
     selfs: Counter[str] = Counter()
     for frames, count in stacks:
-        # Skip thread-name pseudo frames ("thread (0x...)") that --threads adds at the root.
+        # Drop the pseudo frames --threads adds at the root ("thread (0x...)", "process ...").
         frames = [f for f in frames if not f.startswith(("thread (", "process "))]
+        joined = ";".join(frames)
+        if "_Writer._run" in joined:
+            threads["store writer thread (batch commits)"] += count
+        elif "asyncio/" in joined or "uvloop" in joined or "runners.py" in joined:
+            threads["event loop thread (HTTP, routing, decisions)"] += count
+        elif "to_thread" in joined or "concurrent/futures" in joined:
+            threads["worker threads (reads via asyncio.to_thread)"] += count
+        else:
+            threads["other threads"] += count
         layer = "other (interpreter, stdlib)"
         for frame in reversed(frames):
             hit = next((name for name, rx in LAYERS if rx.search(frame)), None)
             if hit:
                 layer = hit
                 break
-        if frames and frames[-1].startswith(("select ", "_run_once", "run_forever", "poll ", "epoll")):
-            layer = "idle (waiting in the event loop / for the lock)"
         layers[layer] += count
         if frames:
             selfs[_short(frames[-1])] += count
         seen = set()
         for frame in frames:
-            if "meshguard_gateway/" in frame:
+            if "meshguard_gateway/" in frame and not _ENTRY.search(frame):
                 name = _short(frame)
                 if name not in seen:
                     seen.add(name)
                     ours[name] += count
     return {
         "samples": total,
+        "threads": [(name, 100.0 * c / total) for name, c in threads.most_common()],
         "layers": [(name, 100.0 * c / total) for name, c in layers.most_common()],
         "ours_inclusive": [(name, 100.0 * c / total) for name, c in ours.most_common(top)],
         "self": [(name, 100.0 * c / total) for name, c in selfs.most_common(top)],

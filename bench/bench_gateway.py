@@ -52,14 +52,15 @@ SUSTAINED_P99_MS = 50.0  # "sustained": every request answered and p99 (from int
 def _settings(quick: bool, smoke: bool) -> dict[str, Any]:
     if smoke:  # for tests/test_bench_smoke.py: proves the script runs end to end, measures nothing
         return dict(conns=4, warmup=0.3, saturation=0.5, open_dur=0.5, rates=[100], sustained_tries=1,
-                    sustained_dur=0.5, max_requests=2_000, sqlite_seconds=0.2, peers=["starlette"])  # fmt: skip
+                    sustained_dur=0.5, max_requests=2_000, sqlite_seconds=0.2, peers=["starlette"],
+                    sweep=[], sweep_dur=0.5)  # fmt: skip
     if quick:
         return dict(conns=32, warmup=1.0, saturation=3.0, open_dur=3.0, rates=[100, 1000, 3000],
-                    sustained_tries=2, sustained_dur=3.0, max_requests=200_000, sqlite_seconds=1.0,
-                    peers=["starlette", "fastapi"])  # fmt: skip
+                    sustained_tries=3, sustained_dur=3.0, max_requests=200_000, sqlite_seconds=1.0,
+                    peers=["starlette", "fastapi"], sweep=[8, 256], sweep_dur=2.0)  # fmt: skip
     return dict(conns=64, warmup=2.0, saturation=10.0, open_dur=10.0, rates=[100, 1000, 3000],
-                sustained_tries=3, sustained_dur=8.0, max_requests=1_000_000, sqlite_seconds=2.0,
-                peers=["starlette", "fastapi"])  # fmt: skip
+                sustained_tries=4, sustained_dur=6.0, max_requests=1_000_000, sqlite_seconds=2.0,
+                peers=["starlette", "fastapi"], sweep=[8, 16, 256], sweep_dur=4.0)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,17 +216,36 @@ def measure_gateway(durability: str, s: dict[str, Any], profile_seconds: float =
                 res = _open(gw.url, token, s, rate, s["open_dur"])
                 answered += _answered(res)
                 out["rates"].append(res)
-            # Highest sustained: start just under saturation and step down until one run holds.
+            # Highest sustained: try just under saturation; if that fails, bisect between the best
+            # fixed rate that held and the lowest rate that did not.
             out["sustained"] = None
-            factors = [0.9, 0.75, 0.6, 0.45, 0.3][: s["sustained_tries"]]
-            for f in factors:
-                rate = max(50.0, round(sat["throughput"] * f, -1))
+            good = [r for r in out["rates"] if _is_sustained(r)]
+            bad = [r for r in out["rates"] if not _is_sustained(r)]
+            lo = max((r["offered_rate"] for r in good), default=50.0)
+            hi = min([r["offered_rate"] for r in bad] + [sat["throughput"] * 1.05])
+            rate = round(min(hi * 0.999, sat["throughput"] * 0.9), -1)
+            for _ in range(s["sustained_tries"]):
+                if rate <= lo:
+                    break
                 res = _open(gw.url, token, s, rate, s["sustained_dur"])
                 answered += _answered(res)
                 if _is_sustained(res):
                     out["sustained"] = res
+                    lo = rate
+                else:
+                    out.setdefault("sustained_failed", []).append(res)
+                    hi = rate
+                rate = round((lo + hi) / 2, -1)
+                if hi - lo < max(50.0, 0.05 * hi):
                     break
-                out.setdefault("sustained_failed", []).append(res)
+            if out["sustained"] is None and good:
+                out["sustained"] = max(good, key=lambda r: r["offered_rate"])
+            # Saturation against the number of connections: concurrent requests share a commit.
+            out["sweep"] = []
+            for conns in s["sweep"]:
+                res = _closed(gw.url, token, {**s, "conns": conns}, gw.pid, s["sweep_dur"])
+                answered += _answered(res)
+                out["sweep"].append(res)
             if profile_seconds > 0:
                 out["profile"] = _profile_under_load(gw, token, s, profile_seconds)
                 answered += out["profile"].pop("answered", 0)
@@ -247,21 +267,27 @@ def _profile_under_load(gw: Gateway, token: str, s: dict[str, Any], seconds: flo
 
     import _profile
 
-    raw = gw.base / "profile.txt"
+    if _profile.py_spy() is None:
+        return {"error": "py-spy is not installed (.venv/bin/uv pip install --python .venv/bin/python py-spy)"}
     loader = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--spec",
-         json.dumps(_load_spec(gw.url, token, mode="closed", connections=s["conns"], duration=seconds + 3,
+         json.dumps(_load_spec(gw.url, token, mode="closed", connections=s["conns"], duration=2 * seconds + 4,
                                max_requests=s["max_requests"]))],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    out: dict[str, Any] = {}
     try:
         time.sleep(1.0)
-        _profile.record(gw.pid, seconds, raw)
+        _profile.record(gw.pid, seconds, gw.base / "profile-threads.txt")
+        _profile.record(gw.pid, seconds, gw.base / "profile-gil.txt", gil=True)
+        out["threads"] = _profile.summarize(gw.base / "profile-threads.txt")
+        out["gil"] = _profile.summarize(gw.base / "profile-gil.txt")
+    except (OSError, subprocess.SubprocessError) as exc:
+        out["error"] = f"py-spy failed: {exc}"
     finally:
-        stdout, _ = loader.communicate(timeout=seconds + 60)
-    summary = _profile.summarize(raw)
-    summary["answered"] = _answered(json.loads(stdout))
-    return summary
+        stdout, _ = loader.communicate(timeout=2 * seconds + 60)
+    out["answered"] = _answered(json.loads(stdout))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,6 +326,20 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Latency in closed loop is service time under full load (every connection always busy).")
     lines.append("")
+    sweep_rows = []
+    for g in results["gateways"]:
+        runs = sorted(g.get("sweep", []) + ([g["saturation"]] if "saturation" in g else []),
+                      key=lambda r: r["connections"])  # fmt: skip
+        for r in runs:
+            sweep_rows.append([g["durability"], r["connections"], *_sat_row("", r)[1:7]])
+    if len(sweep_rows) > len(results["gateways"]):
+        lines.append("### Gateway saturation against concurrency (closed loop)")
+        lines.append("")
+        lines.append(md_table(["audit durability", "connections", "checks/s", "p50 ms", "p99 ms", "max ms",
+                               "server CPU µs/req", "server CPU use"], sweep_rows))  # fmt: skip
+        lines.append("")
+        lines.append("Concurrent checks wait for the same batch commit, so more connections mean bigger batches.")
+        lines.append("")
     lines.append(
         f"### Latency at fixed offered rates (open loop, {s['conns']} connections, {s['open_dur']:g} s per rate; "
         "measured from each request's intended send time)"
@@ -309,8 +349,10 @@ def render(results: dict[str, Any]) -> str:
     for g in results["gateways"]:
         for r in g.get("rates", []):
             rows.append(_open_row(g["durability"], r, ""))
-        if g.get("sustained"):
+        if g.get("sustained") and g["sustained"] not in g.get("rates", []):
             rows.append(_open_row(g["durability"], g["sustained"], " (highest sustained)"))
+        elif g.get("sustained"):
+            rows.append(_open_row(g["durability"], g["sustained"], " (highest sustained: the fixed rate above)"))
         for r in g.get("sustained_failed", []):
             rows.append(_open_row(g["durability"], r, " (not sustained)"))
     lines.append(md_table(["audit durability", "offered/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
@@ -318,8 +360,8 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"\"Sustained\": every request answered within the run and p99 ≤ {SUSTAINED_P99_MS:g} ms; the search "
-        "starts at 90% of saturation and steps down. The client's own pacing lag (timer granularity, ~1 ms) "
-        "is included in every latency, never subtracted."
+        "tries 90% of saturation, then bisects between the best rate that held and the lowest that did not. "
+        "The client's own pacing lag (timer granularity, ~1 ms) is included in every latency, never subtracted."
     )
     lines.append("")
     rows = []
@@ -349,16 +391,30 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     lines += _targets(results)
     prof = next((g.get("profile") for g in results["gateways"] if g.get("profile")), None)
-    if prof:
+    if prof and prof.get("error"):
+        lines += ["", f"Profile: {prof['error']}"]
+    elif prof:
+        t, gil = prof["threads"], prof["gil"]
         lines.append("")
-        lines.append(f"### Where the time goes (py-spy, committed gateway at saturation, {prof['samples']} samples)")
+        lines.append("### Where the time goes (py-spy on the committed gateway at saturation)")
         lines.append("")
-        lines.append(md_table(["layer (innermost frame)", "share of samples"],
-                              [[n, f"{p:.1f}%"] for n, p in prof["layers"]]))  # fmt: skip
+        lines.append(f"All non-idle samples of every thread ({t['samples']}), by thread and by layer, and only the "
+                     f"samples holding the GIL ({gil['samples']}): the Python work that cannot overlap and so "
+                     "bounds one gateway process.")  # fmt: skip
         lines.append("")
-        lines.append(md_table(["our function (inclusive)", "share"], [[n, f"{p:.1f}%"] for n, p in prof["ours_inclusive"]]))
+        lines.append(md_table(["thread", "share of samples"], [[n, f"{p:.1f}%"] for n, p in t["threads"]]))
         lines.append("")
-        lines.append(md_table(["innermost frame (self)", "share"], [[n, f"{p:.1f}%"] for n, p in prof["self"]]))
+        both = {n: [f"{p:.1f}%", "0.0%"] for n, p in t["layers"]}
+        for n, p in gil["layers"]:
+            both.setdefault(n, ["0.0%", "0.0%"])[1] = f"{p:.1f}%"
+        lines.append(md_table(["layer (innermost frame)", "all threads", "holding the GIL"],
+                              [[n, *v] for n, v in both.items()]))  # fmt: skip
+        lines.append("")
+        lines.append(md_table(["our function, inclusive (holding the GIL)", "share"],
+                              [[n, f"{p:.1f}%"] for n, p in gil["ours_inclusive"]]))  # fmt: skip
+        lines.append("")
+        lines.append(md_table(["innermost frame, self (holding the GIL)", "share"],
+                              [[n, f"{p:.1f}%"] for n, p in gil["self"]]))  # fmt: skip
     for note in results.get("notes", []):
         lines.append("")
         lines.append(f"Note: {note}")
