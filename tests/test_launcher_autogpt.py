@@ -300,3 +300,34 @@ def test_autogpt_waits_for_a_human_approval(start_gateway: Callable[..., LiveGat
     for approval_id in decided:
         assert f"meshguard approval approve {approval_id}" in out
     assert f"{REFUSAL} 'write_to_file'" in run.prompt_text(3) and "denied" in run.prompt_text(3)
+
+
+RATE_POLICY = """\
+name: slow
+appliesTo:
+  tags: [autogpt]
+rules:
+  - effect: allow
+    actions: ["write:workspace/*"]
+defaultEffect: deny
+rateLimits:
+  requestsPerMinute: 2
+"""
+
+
+def test_autogpt_rate_limited_command_is_refused_in_deny_mode(start_gateway: Callable[..., LiveGateway],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    policy = tmp_path / "slow.yaml"
+    policy.write_text(RATE_POLICY)
+    gw = start_gateway(policy)
+    _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
+    run = prepare_run(tmp_path / "run", [step("write_to_file", filename=f"{n}.txt", text=str(n)) for n in (1, 2, 3)],
+                      url=gw.url, token=token, extra_env={"MESHGUARD_ON_RATE_LIMIT": "deny"})  # fmt: skip
+
+    result = run.run()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (run.workspace / "1.txt").exists() and (run.workspace / "2.txt").exists()
+    assert not (run.workspace / "3.txt").exists()
+    assert "RATE LIMITED write_to_file" in result.stdout
+    assert f"{REFUSAL} 'write_to_file'" in run.prompt_text(4) and "Slow down" in run.prompt_text(4)
