@@ -167,6 +167,10 @@ def list_(trust: str | None, status: str | None) -> None:
     if json_output():
         print_json(body)
         return
+    if quiet():
+        for a in agents:
+            click.echo(a.get("name") or a.get("id"))  # one name per line, for scripts
+        return
     if not agents:
         note("No agents. Create one with `meshguard agent create NAME --trust verified --tags autogpt`.", quiet=quiet())
         return

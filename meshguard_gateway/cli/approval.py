@@ -52,6 +52,10 @@ def list_(status: str) -> None:
     if json_output():
         print_json(body)
         return
+    if quiet():
+        for a in approvals:
+            click.echo(a.get("id"))  # one id per line, oldest first, for scripts
+        return
     if not approvals:
         note(f"No {'' if status == 'all' else status + ' '}approvals.", quiet=quiet())
         return

@@ -134,7 +134,7 @@ def entry_line(entry: dict[str, Any]) -> Text:
     """One entry on one line, for `audit tail`."""
     line = Text(f"{format_time(entry.get('timestamp'))}  ")
     decision = decision_text(entry.get("decision"))
-    decision.pad_right(17 - len(decision.plain))
+    decision.pad_right(max(1, 18 - len(decision.plain)))
     line.append_text(decision)
     if entry.get("enforced") is False:
         line.append(" (audit mode)", style="dim")

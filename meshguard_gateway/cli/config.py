@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from meshguard_gateway.cli._errors import BadArgumentError, CLIError
-from meshguard_gateway.cli._options import common_options, json_output, output_options, quiet, settings
+from meshguard_gateway.cli._options import common_options, flags, json_output, output_options, quiet, settings
 from meshguard_gateway.cli._output import print_json, print_table
 from meshguard_gateway.cli._settings import (
     KEYS,
@@ -94,7 +94,7 @@ def get(key: str) -> None:
     setting = settings().get(key)
     if setting.value is None:
         raise CLIError(f"{key} is not set; set it with `meshguard config set {key} VALUE`")
-    if json_output():
+    if flags().json:  # only when asked: `config get` exists to hand a value to a script
         print_json({"key": key, "value": setting.value, "source": setting.source})
         return
     click.echo(setting.value)

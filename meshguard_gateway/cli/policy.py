@@ -66,6 +66,10 @@ def list_() -> None:
     if json_output():
         print_json(body)
         return
+    if quiet():
+        for p in policies:
+            click.echo(p.get("name"))  # one name per line, for scripts
+        return
     if not policies:
         note("No policies: every request is denied. Add one with `meshguard policy apply FILE`.", quiet=quiet())
         return
@@ -306,10 +310,10 @@ def _details_lines(details: Any) -> list[str]:
             lines.append(str(item))
             continue
         head = f"policy {item.get('policy') or item.get('name')}: {item.get('decision') or item.get('effect')}"
-        if item.get("rule"):
-            head += f" by rule {item['rule']}"
         if item.get("reason"):
             head += f" ({item['reason']})"
+        elif item.get("rule"):
+            head += f" by rule {item['rule']}"
         lines.append(head)
         matched = item.get("matched") or []
         if not matched:
