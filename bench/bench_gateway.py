@@ -192,11 +192,19 @@ def _answered(res: dict[str, Any]) -> int:
     return sum(v for k, v in res["statuses"].items() if k in ("200", "403"))
 
 
+# label -> gateway environment. "commit" is the default configuration.
+MODES: dict[str, dict[str, str]] = {
+    "commit": {"AUDIT_DURABILITY": "commit"},
+    "deferred": {"AUDIT_DURABILITY": "deferred"},
+    "commit, synchronous=NORMAL": {"AUDIT_DURABILITY": "commit", "DB_SYNCHRONOUS": "NORMAL"},
+}
+
+
 def measure_gateway(durability: str, s: dict[str, Any], profile_seconds: float = 0.0) -> dict[str, Any]:
-    """One gateway process with AUDIT_DURABILITY=`durability`: saturation, fixed rates, sustained."""
+    """One gateway process in mode `durability` (see MODES): saturation, fixed rates, sustained."""
     out: dict[str, Any] = {"durability": durability}
-    with workdir(f"mg-bench-{durability}-") as tmp:
-        gw = start_gateway(tmp, env={"AUDIT_DURABILITY": durability})
+    with workdir("mg-bench-gateway-") as tmp:
+        gw = start_gateway(tmp, env=MODES[durability])
         try:
             _, token = gw.create_agent("bench-agent")
             out["idle"] = gw.status()
@@ -208,7 +216,7 @@ def measure_gateway(durability: str, s: dict[str, Any], profile_seconds: float =
             sat = _closed(gw.url, token, s, gw.pid, s["saturation"])
             answered += _answered(sat)
             out["saturation"] = sat
-            if durability == "commit":
+            if MODES[durability]["AUDIT_DURABILITY"] == "commit":
                 # Every answered check must already be in the table: nothing is answered before it commits.
                 out["rows_at_answer_ok"] = count_audit_rows(gw.db_path) - rows_before >= answered
             out["rates"] = []
@@ -318,8 +326,10 @@ def render(results: dict[str, Any]) -> str:
         rows.append(_sat_row(labels.get(p["server"], p["server"]), p))
     for g in results["gateways"]:
         if "saturation" in g:
-            label = ("MeshGuard gateway, every decision committed before the answer" if g["durability"] == "commit"
-                     else "MeshGuard gateway, AUDIT_DURABILITY=deferred (answer before commit)")  # fmt: skip
+            label = {
+                "commit": "MeshGuard gateway, every decision committed before the answer",
+                "deferred": "MeshGuard gateway, AUDIT_DURABILITY=deferred (answer before commit)",
+            }.get(g["durability"], f"MeshGuard gateway, {g['durability']}")
             rows.append(_sat_row(label, g["saturation"]))
     lines.append(md_table(["server", "req/s", "p50 ms", "p99 ms", "max ms", "server CPU µs/req",
                            "server CPU use", "client CPU use"], rows))  # fmt: skip
@@ -465,18 +475,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny bounds, for the smoke test; numbers mean nothing")
     parser.add_argument("--profile", action="store_true", help="sample the committed gateway with py-spy at saturation")
     parser.add_argument("--json-out", type=Path, help="also write the raw results as JSON here")
+    parser.add_argument("--modes", default="commit,deferred",
+                        help="gateway configurations, comma-separated: commit (default settings), deferred "
+                             "(AUDIT_DURABILITY=deferred), normal (commit with DB_SYNCHRONOUS=NORMAL)")  # fmt: skip
     args = parser.parse_args(argv)
     s = _settings(args.quick, args.smoke)
     results: dict[str, Any] = {"settings": s, "machine": machine_info(), "peers": [], "gateways": [], "notes": []}
+    names = {"commit": "commit", "deferred": "deferred", "normal": "commit, synchronous=NORMAL"}
+    try:
+        modes = [names[m.strip()] for m in args.modes.split(",") if m.strip()]
+    except KeyError as exc:
+        parser.error(f"--modes: unknown mode {exc}; use commit, deferred, normal")
+    if "commit" not in modes:
+        modes.insert(0, "commit")  # the targets, the profile and the SQLite ceiling need it
+    if "deferred" in modes and not _gateway_supports_durability_knob():
+        modes.remove("deferred")
+        results["notes"].append("this gateway has no AUDIT_DURABILITY setting; only the committed mode was measured.")
     for kind in s["peers"]:
         print(f"[bench_gateway] peer {kind} ...", file=sys.stderr, flush=True)
         results["peers"].append(measure_peer(kind, s))
-    modes = ["commit", "deferred"]
-    if not _gateway_supports_durability_knob():
-        modes = ["commit"]
-        results["notes"].append("this gateway has no AUDIT_DURABILITY setting; only the committed mode was measured.")
     for mode in modes:
-        print(f"[bench_gateway] gateway, AUDIT_DURABILITY={mode} ...", file=sys.stderr, flush=True)
+        print(f"[bench_gateway] gateway, {mode} ...", file=sys.stderr, flush=True)
         prof = 5.0 if (args.profile and mode == "commit") else 0.0
         results["gateways"].append(measure_gateway(mode, s, prof))
     text = render(results)

@@ -119,6 +119,18 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         diff.append((times["g"] - times["u"]) * 1000)
     written = sum(1 for i in range(spec["pairs"]) if (workspace / f"g-{i}.txt").exists())
 
+    # The launcher's two calls on their own: where the added time goes.
+    check_times, record_times = [], []
+    for i in range(spec["peer_calls"]):
+        t0 = time.perf_counter()
+        decision = gateway.check_permission("write:workspace", f"component-{i}.txt")
+        t1 = time.perf_counter()
+        gateway.record("write:workspace", f"component-{i}.txt", "success", "File written to successfully.",
+                       duration_ms=0.2, decision_id=decision.get("decision_id"))  # fmt: skip
+        t2 = time.perf_counter()
+        check_times.append((t1 - t0) * 1000)
+        record_times.append((t2 - t1) * 1000)
+
     # Peers: one check round trip from this interpreter, without the launcher around it.
     import http.client
 
@@ -154,6 +166,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "governed_files_written": written,
         "failures": failures[:5],
         "failure_count": len(failures),
+        "launcher_check_ms": percentiles(check_times),
+        "launcher_record_ms": percentiles(record_times),
         "peer_requests_ms": percentiles(req_times),
         "peer_http_client_ms": percentiles(raw_times),
         "gateway_stats": dict(gateway.stats),
@@ -224,6 +238,8 @@ def render(r: dict[str, Any]) -> str:
     rows = []
     for label, key in [("ungoverned dispatcher call", "ungoverned_ms"), ("governed (check + run + record)", "governed_ms"),
                        ("**added by governance (per pair)**", "diff_ms"),
+                       ("of which: `MeshGuardGateway.check_permission()` alone", "launcher_check_ms"),
+                       ("of which: `MeshGuardGateway.record()` alone", "launcher_record_ms"),
                        ("peer: one `requests.Session` POST /proxy/governance/check", "peer_requests_ms"),
                        ("peer: one `http.client` POST /proxy/governance/check", "peer_http_client_ms")]:  # fmt: skip
         p = r[key]

@@ -44,6 +44,20 @@ def _git_commit() -> str:
         return "unknown"
 
 
+MARKER = "<!-- Everything below this line is rewritten by bench/run_all.py; edit the notes above it. -->"
+
+
+def _keep_notes(path: Path) -> str:
+    """The hand-written part of an existing report (title, analysis), up to and including MARKER."""
+    try:
+        text = path.read_text()
+    except OSError:
+        text = ""
+    if MARKER in text:
+        return text[: text.index(MARKER) + len(MARKER)] + "\n\n"
+    return f"# Performance\n\n{MARKER}\n\n"
+
+
 def _run_one(script: Path, args: list[str], limit: int) -> tuple[int, str, str, float]:
     """Run a benchmark, relaying its stderr (progress) live; returns (status, stdout, stderr tail, seconds)."""
     t0 = time.monotonic()
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     mode_word = "--smoke" if args.smoke else "--quick" if args.quick else ""
     command = " ".join(x for x in [".venv/bin/python bench/run_all.py", mode_word] if x)
     head = [
-        "# Performance",
+        "## Latest run",
         "",
         "Measured by `bench/run_all.py` (see [bench/README.md](../bench/README.md) for what each number means and "
         "how it is measured). Reproduce with:",
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(head) + "\n" + "\n".join(sections)
     if str(args.output) != "-":
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
+        args.output.write_text(_keep_notes(args.output) + report)
         print(f"==> report written to {args.output} ({total / 60:.1f} min)", file=sys.stderr)
     return 1 if failed else 0
 
