@@ -12,23 +12,19 @@ absence of the file means something.
 
 from __future__ import annotations
 
-import json
-import select
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.autogpt_run import AUTOGPT_PYTHON, REFUSAL, autogpt_available, prepare_run
+from tests.autogpt_run import REFUSAL, autogpt_available
 from tests.conftest import LiveGateway
 from tests.reliability import faults
 from tests.reliability.faults import ALLOW_BODY, FaultServer, fault_server
+from tests.reliability.driver import Driver, start_driver
 from tests.reliability.figures import record
 
 pytestmark = [
@@ -36,57 +32,24 @@ pytestmark = [
     pytest.mark.skipif(not autogpt_available(), reason="needs .venv-autogpt with AutoGPT 0.2.2 (scripts/setup.sh)"),
 ]
 
-DRIVER = Path(__file__).resolve().parent / "reliability" / "autogpt_driver.py"
 TIMEOUT = 1.0  # MESHGUARD_TIMEOUT for every case: a fault must not take long to be noticed
 FAIL_CLOSED = "fail closed"
 
 
-@dataclass
-class Driver:
-    """A .venv-autogpt process that runs AutoGPT commands through the patched dispatcher."""
-
-    proc: subprocess.Popen[str]
-    workspace: Path
-    stats: dict[str, int]
-
-    def run(self, url: str, filename: str, *, token: str = "tok-reliability", timeout: float = TIMEOUT,
-            text: str = "written by AutoGPT", wait: float = 60) -> dict[str, Any]:  # fmt: skip
-        """Ask AutoGPT's patched dispatcher to write `filename`; returns the driver's answer."""
-        request = {"url": url, "token": token, "timeout": timeout, "command": "write_to_file",
-                   "arguments": {"filename": filename, "text": text}}  # fmt: skip
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], wait)
-        assert ready, f"the AutoGPT driver did not answer within {wait}s"
-        line = self.proc.stdout.readline()
-        assert line, f"the AutoGPT driver exited: {self.proc.stderr.read() if self.proc.stderr else ''}"
-        answer: dict[str, Any] = json.loads(line)
-        assert answer["patched"] and answer["generation"] == "0.2-0.4.0", answer
-        return answer
-
-
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
-    run = prepare_run(tmp_path_factory.mktemp("faults") / "run", [])
-    proc = subprocess.Popen([str(AUTOGPT_PYTHON), str(DRIVER)], cwd=run.dir, env=run.env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    first = proc.stdout.readline() if ready else ""
-    assert first and json.loads(first)["ready"], (proc.stderr.read() if proc.stderr else "") if proc.poll() is not None else first
-    stats = {"faults": 0, "ran_without_allow": 0, "controls": 0}
+    drv = start_driver(tmp_path_factory.mktemp("faults") / "run")
     try:
-        yield Driver(proc, run.workspace, stats)
+        yield drv
     finally:
-        proc.stdin.close()  # type: ignore[union-attr]
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        drv.close()
+        stats = drv.stats
         record("launcher_faults", faults_tried=stats["faults"], commands_run_without_allow=stats["ran_without_allow"],
                controls_run=stats["controls"])  # fmt: skip
+
+
+def write(filename: str) -> dict[str, str]:
+    return {"filename": filename, "text": "written by AutoGPT"}
 
 
 def fresh_name() -> str:
@@ -113,7 +76,7 @@ def assert_refused(driver: Driver, answer: dict[str, Any], filename: str, *phras
 def test_control_an_allow_really_writes_the_file(driver: Driver) -> None:
     name = fresh_name()
     with fault_server(faults.answer(200, ALLOW_BODY)) as server:
-        answer = driver.run(server.url, name)
+        answer = driver.run(server.url, write(name))
     driver.stats["controls"] += 1
     assert answer["result"] == "File written to successfully."
     assert (driver.workspace / name).read_text() == "written by AutoGPT"
@@ -126,13 +89,13 @@ def test_control_an_allow_really_writes_the_file(driver: Driver) -> None:
 def test_gateway_not_running_refuses(driver: Driver) -> None:
     name = fresh_name()
     url = faults.closed_port()
-    answer = driver.run(url, name)
+    answer = driver.run(url, write(name))
     assert_refused(driver, answer, name, f"MeshGuard gateway {url} could not be reached", FAIL_CLOSED)
 
 
 def test_gateway_host_unresolvable_refuses(driver: Driver) -> None:
     name = fresh_name()
-    answer = driver.run("http://meshguard-gateway.invalid:3100", name)
+    answer = driver.run("http://meshguard-gateway.invalid:3100", write(name))
     assert_refused(driver, answer, name, "could not be reached", FAIL_CLOSED)
 
 
@@ -142,7 +105,7 @@ def test_gateway_host_unresolvable_refuses(driver: Driver) -> None:
 def test_gateway_that_never_answers_refuses_after_the_timeout(driver: Driver) -> None:
     name = fresh_name()
     with fault_server(faults.hang) as server:
-        answer = driver.run(server.url, name)
+        answer = driver.run(server.url, write(name))
         assert len(server.requests) == 1  # asked once, never sent twice
     assert_refused(driver, answer, name, f"did not answer within {TIMEOUT:g}s", FAIL_CLOSED)
 
@@ -150,7 +113,7 @@ def test_gateway_that_never_answers_refuses_after_the_timeout(driver: Driver) ->
 def test_an_allow_that_arrives_after_the_timeout_is_not_obeyed(driver: Driver) -> None:
     name = fresh_name()
     with fault_server(faults.late(TIMEOUT + 1.0)) as server:
-        answer = driver.run(server.url, name)
+        answer = driver.run(server.url, write(name))
         deadline = time.monotonic() + TIMEOUT + 3
         while server.late_answers_sent == 0 and time.monotonic() < deadline and server.requests:
             time.sleep(0.05)  # let the late allow go out (or find the connection closed)
@@ -167,7 +130,7 @@ def test_an_allow_dripped_slower_than_the_timeout_is_not_obeyed(driver: Driver) 
     name = fresh_name()
     interval = TIMEOUT / 4  # about 12 s for the whole allow
     with fault_server(faults.drip(interval)) as server:
-        answer = driver.run(server.url, name, wait=120)
+        answer = driver.run(server.url, write(name), wait=120)
     took = answer["elapsed"]
     assert_refused(driver, answer, name, FAIL_CLOSED)
     assert took < 10 * TIMEOUT, f"the refusal took {took:.1f}s with MESHGUARD_TIMEOUT={TIMEOUT:g}"
@@ -201,7 +164,7 @@ ERROR_ANSWERS: list[tuple[str, faults.Behavior, tuple[str, ...]]] = [
 def test_error_and_unreadable_answers_refuse(driver: Driver, behavior: faults.Behavior, phrases: tuple[str, ...]) -> None:
     name = fresh_name()
     with fault_server(behavior) as server:
-        answer = driver.run(server.url, name)
+        answer = driver.run(server.url, write(name))
         assert len(server.requests) >= 1
     assert_refused(driver, answer, name, *phrases, FAIL_CLOSED)
 
@@ -229,7 +192,7 @@ CONTRADICTIONS: list[tuple[str, int, Any, tuple[str, ...]]] = [
 def test_contradictory_answers_refuse(driver: Driver, status: int, body: Any, phrases: tuple[str, ...]) -> None:
     name = fresh_name()
     with fault_server(faults.answer(status, body)) as server:
-        answer = driver.run(server.url, name)
+        answer = driver.run(server.url, write(name))
         assert len(server.requests) == 1  # refusals are not retried (MESHGUARD_ON_RATE_LIMIT=deny here)
     assert_refused(driver, answer, name, *phrases)
 
@@ -238,7 +201,7 @@ def test_a_401_that_says_allowed_stops_the_agent(driver: Driver) -> None:
     """401 is a revocation whatever the body says: AutoGPT is stopped before the command."""
     name = fresh_name()
     with fault_server(faults.answer(401, {**ALLOW_BODY, "error": "unauthorized", "reason": "revoked"})) as server:
-        answer = driver.run(server.url, name)
+        answer = driver.run(server.url, write(name))
     driver.stats["faults"] += 1
     written = (driver.workspace / name).exists()
     driver.stats["ran_without_allow"] += int(written)
@@ -262,7 +225,7 @@ BROKEN: list[tuple[str, faults.Behavior]] = [
 def test_connection_broken_mid_answer_refuses(driver: Driver, behavior: faults.Behavior) -> None:
     name = fresh_name()
     with fault_server(behavior) as server:
-        answer = driver.run(server.url, name)
+        answer = driver.run(server.url, write(name))
         assert len(server.requests) == 1  # a request that reached the gateway is never sent twice
     assert_refused(driver, answer, name, "could not be reached", FAIL_CLOSED)
 
@@ -276,13 +239,13 @@ def test_real_gateway_stopped_mid_run(driver: Driver, start_gateway: Callable[..
     _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
     first, second = fresh_name(), fresh_name()
 
-    allowed = driver.run(gw.url, first, token=token)
+    allowed = driver.run(gw.url, write(first), token=token)
     driver.stats["controls"] += 1
     assert allowed["result"] == "File written to successfully."
     assert (driver.workspace / first).exists()
 
     gw.stop(how)
-    refused = driver.run(gw.url, second, token=token)
+    refused = driver.run(gw.url, write(second), token=token)
     assert_refused(driver, refused, second, "could not be reached", FAIL_CLOSED)
 
 
