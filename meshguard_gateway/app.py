@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from meshguard_gateway import __version__
 from meshguard_gateway.engine import Effect
@@ -425,18 +426,25 @@ def create_app(gw: Gateway) -> FastAPI:
         return await _decide(request, body.get("action"), body.get("resource"), body.get("context"),
                              body.get("approval_id"), False, agent, trace)  # fmt: skip
 
-    @app.api_route("/proxy/check", methods=["GET", "POST"], tags=["agent"])
-    async def sdk_check(
-        request: Request,
-        x_meshguard_action: Annotated[str | None, Header()] = None,
-        x_meshguard_resource: Annotated[str | None, Header()] = None,
-    ) -> Response:
+    @app.api_route(
+        "/proxy/check",
+        methods=["GET", "POST"],
+        tags=["agent"],
+        openapi_extra={"parameters": [
+            {"name": "X-MeshGuard-Action", "in": "header", "required": True, "schema": {"type": "string"}},
+            {"name": "X-MeshGuard-Resource", "in": "header", "required": False, "schema": {"type": "string"}},
+            {"name": "X-MeshGuard-Trace-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+        ]},
+    )  # fmt: skip
+    async def sdk_check(request: Request) -> Response:
         """The official SDK's form: the action and resource in headers."""
         agent = gw.authenticate(_bearer(request))
         trace = _trace(request)
-        if not x_meshguard_action:
+        action = request.headers.get("x-meshguard-action")
+        if not action:
             raise InvalidRequestError("header 'X-MeshGuard-Action' is required (e.g. 'read:contacts')")
-        return await _decide(request, x_meshguard_action, x_meshguard_resource, None, None, True, agent, trace)
+        resource = request.headers.get("x-meshguard-resource")
+        return await _decide(request, action, resource, None, None, True, agent, trace)
 
     @app.post(
         "/proxy/governance/record",
@@ -687,4 +695,12 @@ def create_app(gw: Gateway) -> FastAPI:
     async def deny(approval_id: str, request: Request) -> Response:
         return await _decide_approval(approval_id, request, False)
 
+    # The agent-side routes also run as plain Starlette routes placed first, so a check skips
+    # FastAPI's dependency and query parsing; the FastAPI routes above still document them in
+    # /openapi.json (and would serve them, were these removed).
+    app.router.routes[0:0] = [
+        Route("/proxy/governance/check", governance_check, methods=["POST"]),
+        Route("/proxy/check", sdk_check, methods=["GET", "POST"]),
+        Route("/proxy/governance/record", governance_record, methods=["POST"]),
+    ]
     return app

@@ -23,6 +23,7 @@ log = logging.getLogger("meshguard.gateway")
 MODES = ("enforce", "audit")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SYNC_MODES = ("FULL", "NORMAL")
+DURABILITY = ("commit", "deferred")
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_STATE_DIR = ".meshguard"
 
@@ -44,6 +45,7 @@ class Settings:
     token_ttl_hours: float = 24.0
     approval_ttl_seconds: float = 300.0
     db_synchronous: str = "FULL"
+    audit_durability: str = "commit"
     metrics_enabled: bool = True
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -129,6 +131,8 @@ def load_settings(env: Mapping[str, str] | None = None, **flags: Any) -> Setting
         values["approval_ttl_seconds"] = _number("APPROVAL_TTL_SECONDS", v, minimum=1)
     if (v := pick("db_synchronous", "DB_SYNCHRONOUS")) is not None:
         values["db_synchronous"] = _choice("DB_SYNCHRONOUS", v, SYNC_MODES)
+    if (v := pick("audit_durability", "AUDIT_DURABILITY")) is not None:
+        values["audit_durability"] = _choice("AUDIT_DURABILITY", v, DURABILITY)
     if (v := pick("metrics_enabled", "METRICS_ENABLED")) is not None:
         values["metrics_enabled"] = _flag(v, "METRICS_ENABLED")
     if (v := pick("jwt_secret", "JWT_SECRET")) is not None:

@@ -114,6 +114,9 @@ class Gateway:
         self.clock = clock
         self.mode = settings.mode
         self.enforce = settings.mode == "enforce"
+        # AUDIT_DURABILITY=deferred answers before the audit row commits (a crash can lose the last
+        # batch). Only for measuring what durability costs; the default commits first.
+        self._deferred = settings.audit_durability == "deferred" and hasattr(store, "append_audit_nowait")
         self.tokens = TokenIssuer(settings.jwt_secret, settings.token_ttl_hours)
         self.policies_path = Path(settings.policies_dir)
         self.engine = Engine(PolicySet(), limiter=SlidingWindowLimiter())
@@ -332,7 +335,11 @@ class Gateway:
         else:
             event = AuditEvent(now, "check", agent.id, agent.name, action, resource, effect.value, self.enforce,
                                d.policy, d.rule, reason, trace, decision_id, None, ctx)  # fmt: skip
-            audit_id = await self.store.append_audit(event)
+            if self._deferred:
+                self.store.append_audit_nowait(event)
+                audit_id = 0
+            else:
+                audit_id = await self.store.append_audit(event)
         return CheckResult(effect, reason, d.policy, d.rule, d.retry_after, d.limit, decision_id, trace, agent, action,
                            resource, self.enforce, audit_id, approval)  # fmt: skip
 

@@ -298,7 +298,20 @@ def _approval_params(a: Approval) -> tuple[Any, ...]:
 
 
 _STOP = object()
-_Job = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+# What a queued write is: an audit row (its parameters; inserted many rows per statement), or a job
+# (a callable on the connection), unguarded or in its own savepoint.
+_ROW, _JOB, _GUARDED = 0, 1, 2
+_BULK_ROWS = 500  # 15 columns x 500 rows stays far below SQLite's variable limit
+_bulk_sql_cache: dict[int, str] = {}
+
+
+def _bulk_insert_sql(n: int) -> str:
+    sql = _bulk_sql_cache.get(n)
+    if sql is None:
+        row = "(" + ",".join("?" * 15) + ")"
+        sql = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES " + ",".join([row] * n)
+        _bulk_sql_cache[n] = sql
+    return sql
 
 
 def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -311,10 +324,21 @@ def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             fut.set_result(value)
 
 
-class _Writer:
-    """The one thread that writes. Collects whatever jobs are waiting and commits them together."""
+def _log_lost_audit(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("an audit row was not saved (AUDIT_DURABILITY=deferred): %s", fut.exception())
 
-    MAX_BATCH = 1024
+
+class _Writer:
+    """The one thread that writes. Collects whatever jobs are waiting and commits them together.
+
+    Audit rows waiting side by side go into one multi-row INSERT: each statement is one trip
+    through SQLite and one release of the GIL, and a GIL hand-off can cost a few milliseconds
+    while the event loop is busy, so statements per batch (not rows) bound the throughput.
+    Single writer + AUTOINCREMENT: the rows of one statement get consecutive ids in order.
+    """
+
+    MAX_BATCH = 2048
 
     def __init__(self, conn: sqlite3.Connection, db_path: Path) -> None:
         self._conn = conn
@@ -324,20 +348,20 @@ class _Writer:
         self._closed = False
         self._thread.start()
 
-    def submit(self, job: Callable[[sqlite3.Connection], T], guarded: bool) -> asyncio.Future[T]:
+    def submit(self, job: Any, kind: int) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         if self._closed:
             fut.set_exception(StoreError(f"database {self._db_path} is closed; the gateway is shutting down"))
             return fut
-        self._queue.put((job, guarded, fut, loop))
+        self._queue.put((job, kind, fut, loop))
         return fut
 
     def stop(self) -> None:
         if not self._closed:
             self._closed = True
             self._queue.put(_STOP)
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=60)
 
     def _run(self) -> None:
         stop = False
@@ -357,13 +381,40 @@ class _Writer:
                 batch.append(nxt)
             self._commit(batch)
 
-    def _commit(self, batch: list[_Job]) -> None:
+    def _commit(self, batch: list[tuple[Any, int, asyncio.Future[Any], asyncio.AbstractEventLoop]]) -> None:
         conn = self._conn
         results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]] = []
+        rows: list[tuple[tuple[Any, ...], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
+
+        def flush_rows() -> None:
+            for i in range(0, len(rows), _BULK_ROWS):
+                chunk = rows[i : i + _BULK_ROWS]
+                flat = [v for params, _, _ in chunk for v in params]
+                last = int(conn.execute(_bulk_insert_sql(len(chunk)), flat).lastrowid or 0)
+                first = last - len(chunk) + 1
+                results.extend((fut, loop, first + k, None) for k, (_, fut, loop) in enumerate(chunk))
+            rows.clear()
+
+        if len(batch) <= _BULK_ROWS and all(kind == _ROW for _, kind, _, _ in batch):
+            # The common case: only audit rows. One INSERT statement is its own transaction
+            # (atomic, committed when it returns): one trip through SQLite instead of three.
+            try:
+                rows.extend((job, fut, loop) for job, _, fut, loop in batch)
+                flush_rows()
+            except Exception as exc:
+                log.error("database %s: write failed: %s", self._db_path, exc)
+                err = StoreError(f"database {self._db_path}: write failed ({exc}); nothing was saved, retry")
+                results = [(fut, loop, None, err) for _, _, fut, loop in batch]
+            self._deliver(results)
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job, guarded, fut, loop in batch:
-                if not guarded:
+            for job, kind, fut, loop in batch:
+                if kind == _ROW:
+                    rows.append((job, fut, loop))
+                    continue
+                flush_rows()
+                if kind == _JOB:
                     results.append((fut, loop, job(conn), None))
                     continue
                 conn.execute("SAVEPOINT job")
@@ -376,6 +427,7 @@ class _Writer:
                 else:
                     conn.execute("RELEASE job")
                     results.append((fut, loop, value, None))
+            flush_rows()
             conn.execute("COMMIT")
         except Exception as exc:  # the whole batch failed: nothing of it is in the database
             log.error("database %s: write failed: %s", self._db_path, exc)
@@ -385,6 +437,12 @@ class _Writer:
                 pass
             err = StoreError(f"database {self._db_path}: write failed ({exc}); nothing was saved, retry")
             results = [(fut, loop, None, err) for _, _, fut, loop in batch]
+        self._deliver(results)
+
+    @staticmethod
+    def _deliver(
+        results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]],
+    ) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
         for fut, loop, value, exc in results:
             by_loop.setdefault(loop, []).append((fut, value, exc))
@@ -494,7 +552,12 @@ class SQLiteStore:
     def _write(self, job: Callable[[sqlite3.Connection], T], guarded: bool = True) -> asyncio.Future[T]:
         if self._writer is None:
             raise StoreError(f"database {self.path} is not open")
-        return self._writer.submit(job, guarded)
+        return self._writer.submit(job, _GUARDED if guarded else _JOB)
+
+    def _write_row(self, event: AuditEvent) -> asyncio.Future[int]:
+        if self._writer is None:
+            raise StoreError(f"database {self.path} is not open")
+        return self._writer.submit(_audit_params(event), _ROW)
 
     # ---- health ----------------------------------------------------------------------------
 
@@ -548,8 +611,11 @@ class SQLiteStore:
     # ---- audit -----------------------------------------------------------------------------
 
     async def append_audit(self, event: AuditEvent) -> int:
-        params = _audit_params(event)
-        return await self._write(lambda c: int(c.execute(_INSERT_AUDIT, params).lastrowid or 0), guarded=False)
+        return await self._write_row(event)
+
+    def append_audit_nowait(self, event: AuditEvent) -> None:
+        """Queue an audit row without waiting for its commit (AUDIT_DURABILITY=deferred only)."""
+        self._write_row(event).add_done_callback(_log_lost_audit)
 
     async def append_record(self, record: OutcomeRecord, event: AuditEvent | None) -> int:
         def job(c: sqlite3.Connection) -> int:
