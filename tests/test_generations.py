@@ -343,3 +343,57 @@ def test_revoking_the_agent_mid_run_stops_every_generation(
     assert proc.returncode == 3, output  # EXIT_REVOKED: stopped, not a crash and not a normal end
     assert not (run_dir / gen.workspace / "after.txt").exists(), output
     assert not (tmp_path / "shell_ran").exists(), output
+
+
+@pytest.mark.parametrize("gen", GENS, ids=IDS)
+def test_gateway_gone_mid_run_fails_closed_in_each_generations_form(
+    gen: Gen, start_gateway: Callable[..., LiveGateway], tmp_path: Path
+) -> None:
+    """With the gateway stopped mid-run the next commands are refused (never run), the agent is told in
+    its generation's refusal form, and the loop is not broken by it."""
+    pol = tmp_path / "standin-policy.yaml"
+    pol.write_text(POLICY)
+    gw = start_gateway(pol)
+    _, token = gw.create_agent("standin-faults", tags=["autogpt"])
+    cmd, path_arg, text_arg = gen.write
+    go = tmp_path / "go"
+    script = [
+        {"name": cmd, "args": {path_arg: "before.txt", text_arg: "gateway up"}},
+        {"name": cmd, "args": {path_arg: "during.txt", text_arg: "must never be written"}, "wait_for_file": str(go)},
+        {"name": "execute_shell", "args": {"command_line": f"touch {tmp_path / 'shell_ran'}"}},
+    ]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "script.json").write_text(json.dumps(script))
+    (run_dir / "component_config.json").write_text(json.dumps(CLASSIC_COMPONENTS))
+    env = _run_env(gen, run_dir, token, gw.url)
+    env["MESHGUARD_TIMEOUT"] = "2"
+    cmd_line = [sys.executable, str(LAUNCHER), "--continuous", "--continuous-limit", "20", "--skip-news", *gen.args]
+    proc = subprocess.Popen(cmd_line, cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        before = run_dir / gen.workspace / "before.txt"
+        for _ in range(600):
+            if before.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert before.exists(), "the first (allowed) write never happened"
+        gw.stop()
+        go.touch()
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert not (run_dir / gen.workspace / "during.txt").exists(), output
+    assert not (tmp_path / "shell_ran").exists(), output
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert [h["command"] for h in history] == [cmd, cmd, "execute_shell"], output
+    for h in history[1:]:
+        result = str(h["result"])
+        if gen.refusal == "string":
+            assert result.startswith(f"Command {h['command']} returned: MeshGuard"), result
+        else:
+            assert result.startswith("Action failed: 'MeshGuard"), result
+        assert "gateway" in result.lower(), result  # the agent learns why: governance is unreachable
