@@ -244,3 +244,41 @@ def test_no_configuration_needed_after_a_gateway_starts(start_gateway: Callable[
                 env={"HOME": str(tmp_path), "MESHGUARD_STATE_DIR": str(gw.state_dir)})  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "found-you" in r.stdout
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers (a hung gateway)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        sock.close()
+
+
+def test_a_gateway_that_does_not_answer_exits_5_after_the_timeout(silent_server: str, tmp_path: Path) -> None:
+    r = run_cli("agent", "list", "--timeout", "0.5", cwd=tmp_path,
+                env={"HOME": str(tmp_path), "MESHGUARD_URL": silent_server, "MESHGUARD_ADMIN_TOKEN": "t"})  # fmt: skip
+    assert r.returncode == 5
+    assert f"{silent_server} (from MESHGUARD_URL) did not answer GET /admin/agents within 0.5s" in one_line_error(r)

@@ -35,7 +35,7 @@ from meshguard_gateway.cli._policytest import (
     load_test_file,
     parse_context,
 )
-from meshguard_gateway.cli.agent import TRUST_TIERS, _tags, _trust, get_agent, pick
+from meshguard_gateway.cli.agent import TRUST_TIERS, _tags, _trust, pick
 
 
 @click.group()
