@@ -77,10 +77,10 @@ def audit_rows(gateway: LiveGateway, **params: Any) -> list[dict[str, Any]]:
 class Follower:
     """`meshguard audit tail -f` in a subprocess, its stdout lines in a queue."""
 
-    def __init__(self, gateway: LiveGateway, home: Path, *args: str) -> None:
+    def __init__(self, gateway: LiveGateway, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshguard_gateway", "audit", "tail", "-f", "--interval", "0.1", *args],
-            cwd=home, env=cli_env(gateway, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=home, env=env or cli_env(gateway, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
         self.errors: queue.Queue[str] = queue.Queue()
@@ -299,3 +299,30 @@ def test_audit_export_pages_through_everything(cli: Run, gateway: LiveGateway, t
 
     r = cli("audit", "export", "--from", "2099-01-01", "--format", "json")
     assert json.loads(r.stdout) == []
+
+
+def test_audit_tail_follow_survives_a_gateway_restart(start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> None:
+    """Found through its state folder, a gateway that comes back on another port is followed on;
+    the cursor lives in the database, so nothing is lost or shown twice across the restart."""
+    first = start_gateway()
+    _, token = first.create_agent("phoenix", ["autogpt"])
+    env = {**cli_env(first, tmp_path), "MESHGUARD_STATE_DIR": str(first.state_dir)}
+    del env["MESHGUARD_URL"]
+    follower = Follower(first, tmp_path, "-n", "0", "--json", "--action", "read:web", env=env)
+    try:
+        follower.wait_following()
+        checks(first, token, "read:web")
+        before = json.loads(follower.next())
+        first.stop()
+        second = start_gateway(state_dir=first.state_dir, db_path=first.db_path)
+        _, token2 = second.create_agent("phoenix-2", ["autogpt"])
+        checks(second, token2, "read:web", "read:web")
+        after = [json.loads(follower.next()) for _ in range(2)]
+        assert [e["agent_name"] for e in after] == ["phoenix-2", "phoenix-2"]
+        ids = [before["id"]] + [e["id"] for e in after]
+        assert ids == sorted(set(ids))
+    finally:
+        rc, stderr = follower.stop()
+    assert rc == 0, stderr
+    assert "Retrying every" in stderr and "answers again" in stderr
+    assert follower.lines.empty()

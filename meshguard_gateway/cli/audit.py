@@ -21,8 +21,8 @@ from typing import IO, Any
 import click
 from rich.text import Text
 
-from meshguard_gateway.cli._errors import CLIError
-from meshguard_gateway.cli._options import admin_client, common_options, json_output, quiet
+from meshguard_gateway.cli._errors import CLIError, NetworkError
+from meshguard_gateway.cli._options import admin_client, common_options, flags, json_output, quiet
 from meshguard_gateway.cli._output import (
     console,
     decision_text,
@@ -34,10 +34,12 @@ from meshguard_gateway.cli._output import (
     print_line,
     print_table,
     styled,
+    warn,
 )
 
 DECISIONS = ("allow", "deny", "rate_limited", "approval_required")
 PAGE = 500
+RETRY_SECONDS = 1.0
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -193,17 +195,53 @@ def tail(count: int, follow: bool, agent: str | None, action: str | None, decisi
             note("No audit entries yet.", quiet=quiet())
         return
     note(f"Following the audit trail of {client.url} (Ctrl-C to stop) ...", quiet=quiet())
+    lost = False
     try:
         while True:
             got = 0
-            for entry in iter_entries(client, filters, after=cursor):
-                show(entry)
-                cursor = max(cursor, _id(entry))
-                got += 1
+            try:
+                for entry in iter_entries(client, filters, after=cursor):
+                    if lost:
+                        lost = _back(client, cursor)
+                    show(entry)
+                    cursor = max(cursor, _id(entry))
+                    got += 1
+            except NetworkError as exc:
+                # Like `tail -F`: wait for the gateway to come back (ids live in its database,
+                # so resuming after `cursor` still loses nothing and repeats nothing).
+                if not lost:
+                    warn(f"{exc.message} Retrying every {RETRY_SECONDS:g} s; Ctrl-C to stop.")
+                    lost = True
+                time.sleep(RETRY_SECONDS)
+                client = _refollow(client)
+                continue
+            if lost:
+                lost = _back(client, cursor)
             if got == 0:
                 time.sleep(interval)
     except KeyboardInterrupt:
         return  # Ctrl-C is how one stops following: exit 0, no traceback
+
+
+def _back(client: Any, cursor: int) -> bool:
+    note(f"The gateway at {client.url} answers again; following on after entry {cursor}.", quiet=quiet())
+    return False
+
+
+def _refollow(client: Any) -> Any:
+    """The client to retry with: a gateway found through a state folder may have come back on
+    another port, so look again there; any other URL is retried as it is."""
+    from meshguard_gateway.cli._client import AdminClient
+    from meshguard_gateway.cli._settings import resolve
+
+    if "state folder" not in client.settings.url.source:
+        return client
+    given = flags()
+    fresh = resolve(url=given.url, admin_token=given.admin_token, timeout=given.timeout)
+    if "state folder" not in fresh.url.source or fresh.url.value == client.url:
+        return client
+    client.close()
+    return click.get_current_context().with_resource(AdminClient(fresh))
 
 
 @cli.command()
