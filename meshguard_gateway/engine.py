@@ -315,7 +315,8 @@ class Engine:
         action, resource = request.action, request.resource
         subjects = (action,) if resource is None else (action, f"{action}/{resource}")
         wanted = set(applicable) if len(applicable) != len(self._policies) else None
-        sandboxed = bool(request.context) and request.context.get("sandbox") is True  # type: ignore[union-attr]
+        context = request.context
+        sandboxed = isinstance(context, Mapping) and context.get("sandbox") is True
         found: dict[int, _Matches] = {}
         for subject in subjects:
             for e in self._index.candidates(subject):

@@ -12,6 +12,7 @@ case-sensitive. No other character is special. See docs/policies.md for the sema
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -65,6 +66,7 @@ HITL_KEYS = ("requireApproval",)
 _SPECIAL = frozenset("*?")
 _FORBIDDEN_IN_PATTERN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _BRACKETS = frozenset("[]{}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 # --------------------------------------------------------------------------- model
@@ -122,6 +124,7 @@ def _glob_regex(text: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=65536)
 def compile_pattern(text: str) -> Pattern:
     """Compile a glob where only ``*`` (any run) and ``?`` (one character) are special."""
     first = next((i for i, ch in enumerate(text) if ch in _SPECIAL), None)
@@ -375,7 +378,14 @@ class _Parser:
     # -- helpers
 
     def value(self, node: Node) -> Any:
-        return self.constructor.construct_object(node, deep=True)
+        """The plain Python value of a node; None (with a problem) when YAML cannot build one."""
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problem(node, f"cannot read this value: {getattr(exc, 'problem', None) or exc}")
+        except RecursionError:
+            self.problem(node, "this value is nested too deeply")
+        return None
 
     def mapping(
         self, node: Node, known: tuple[str, ...], what: str, *, rule: str | None = None, key: str | None = None,
@@ -388,6 +398,10 @@ class _Parser:
             return None
         out: dict[str, tuple[Node, Node]] = {}
         for knode, vnode in node.value:
+            if knode.tag == "tag:yaml.org,2002:merge":
+                self.problem(knode, "YAML merge keys ('<<') are not supported; write the keys out",
+                             rule=rule, key=key)
+                continue
             if not isinstance(knode, ScalarNode) or knode.tag.rsplit(":", 1)[-1] != "str":
                 self.problem(knode, f"{what} has a key that is not text: {_kind(knode)}", rule=rule, key=key)
                 continue
@@ -414,6 +428,10 @@ class _Parser:
             if tag == "str" or (allow_numbers and tag in ("int", "float")):
                 if tag == "str" and not node.value.strip():
                     self.problem(node, f"'{key}' must not be empty", rule=rule, key=key)
+                    return None
+                if tag == "str" and _CONTROL.search(node.value) and key in ("name", "id"):
+                    self.problem(node, f"'{key}' must not contain control characters (line breaks, tabs, ...)",
+                                 rule=rule, key=key)
                     return None
                 return str(node.value)
         self.problem(node, f"'{key}' must be text, got {_kind(node)}", rule=rule, key=key)
@@ -688,9 +706,31 @@ class _Parser:
         )
 
 
+_MAX_DEPTH = 64
+
+
+def _too_deep(text: str) -> yaml.Mark | None:
+    """Where the YAML nests deeper than ``_MAX_DEPTH``, or None. libyaml's parser keeps its
+    own stack, but PyYAML's C composer recurses and crashes the process on deep input
+    (tens of thousands of '[' fit in a request body), so we look at the events first."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_loader_class()):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return event.start_mark
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return None
+
+
 def _parse(text: str, source: str) -> tuple[Policy | None, list[Problem]]:
     parser = _Parser(source)
     try:
+        too_deep = _too_deep(text)
+        if too_deep is not None:
+            return None, [Problem(source, f"nested more than {_MAX_DEPTH} levels deep; a policy needs a handful",
+                                  too_deep.line + 1, too_deep.column + 1)]
         nodes = list(yaml.compose_all(text, Loader=_loader_class()))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

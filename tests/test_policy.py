@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshguard_gateway.errors import PolicyError, Problem
 from meshguard_gateway.policy import (
@@ -251,6 +253,45 @@ VALIDATION_CASES = [
         id="bad-human-in-the-loop",
     ),
     pytest.param(
+        "base: &b {effect: allow}\nname: p\nrules:\n  - <<: *b\n    actions: [\"a:b\"]\n",
+        ["p.yaml:1:1: unknown key 'base' in the policy (known: appliesTo, defaultEffect, delegation, "
+         "description, humanInTheLoop, name, rateLimits, rules, version)",
+         "p.yaml:4:5: rule 1: YAML merge keys ('<<') are not supported; write the keys out",
+         "p.yaml:4:5: rule 1: missing required key 'effect' ('allow' or 'deny')"],
+        id="merge-keys",
+    ),
+    pytest.param(
+        "name: p\nrules: []\ndelegation: !custom x\n",
+        ["p.yaml:3:13: cannot read this value: could not determine a constructor for the tag '!custom'"],
+        id="unknown-yaml-tag",
+    ),
+    pytest.param(
+        "name: p\nrules: []\ndelegation: &a [*a]\n",
+        ["p.yaml:3:13: cannot read this value: found unconstructable recursive node"], id="recursive-alias",
+    ),
+    pytest.param(
+        "name: p\nrules: []\nx: \x00\n",
+        ["p.yaml: YAML error: unacceptable character #x0000: control characters are not allowed\n"
+         "  in \"<unicode string>\", position 21"],
+        id="nul-character",
+    ),
+    pytest.param(
+        "name: \"a\\nb\"\nrules: []\n",
+        ["p.yaml:1:7: 'name' must not contain control characters (line breaks, tabs, ...)"], id="name-control-chars",
+    ),
+    pytest.param(
+        "name: p\nrules: []\ndefaultEffect: no\n",
+        ["p.yaml:3:16: 'defaultEffect' must be 'allow' or 'deny', got the boolean no"], id="yaml-boolean-no",
+    ),
+    pytest.param(
+        "name: p\nrules: []\ndescription:\n", ["p.yaml:3:13: 'description' must be text, got nothing (null)"],
+        id="null-value",
+    ),
+    pytest.param(
+        "name: p\nrules: []\n5: x\n", ["p.yaml:3:1: the policy has a key that is not text: int 5"],
+        id="non-text-key",
+    ),
+    pytest.param(
         "name: p\nrules:\n  - effect: allow\n    actions: [\"a:b\"]\n    conditions: {resourcePattern: \"\"}\n",
         ["p.yaml:5:35: rule 1: pattern must not be empty"], id="empty-resource-pattern",
     ),
@@ -420,3 +461,37 @@ def test_policy_compiled_pattern_prefix(pattern: str, prefix: str, literal: bool
 def test_policy_pattern_star_runs_are_linear() -> None:
     p = compile_pattern("a:" + "*a" * 30 + "*b")
     assert not p.matches("a:" + "a" * 5000)  # no catastrophic backtracking blow-up in practice
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_policy_parser_never_fails_with_anything_but_policy_error(data: st.DataObject) -> None:
+    """Random edits of a valid policy either load or raise PolicyError with located problems."""
+    text = GOOD
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(text)))
+        j = data.draw(st.integers(i, min(len(text), i + 12)))
+        text = text[:i] + data.draw(st.text(alphabet=" :-[]{}\"'*?#&!|>\n\tab01", max_size=6)) + text[j:]
+    try:
+        parse_policy(text, "fuzz.yaml")
+    except PolicyError as exc:
+        assert exc.problems
+        assert all(p.source == "fuzz.yaml" for p in exc.problems)
+        assert str(exc).endswith("nothing was loaded.")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("name: p\nrules: " + "[" * 100_000 + "]" * 100_000, "p.yaml:2:71"),
+        ("name: p\nrules: " + "{a: " * 30_000 + "1" + "}" * 30_000, "p.yaml:2:260"),
+        ("name: p\nrules: " + "- " * 30_000 + "x", None),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists"],
+)
+def test_policy_deep_nesting_is_an_error_not_a_crash(text: str, where: str | None) -> None:
+    """PyYAML's C composer recurses; 30,000 '[' (60 KB) used to kill the process."""
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.yaml")
+    if where is not None:
+        assert str(info.value).startswith(f"{where}: nested more than 64 levels deep")
