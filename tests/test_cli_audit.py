@@ -132,6 +132,9 @@ def test_audit_tail_shows_the_latest_entries(cli: Run, gateway: LiveGateway) -> 
     assert "deny" in lines[0] and "execute:shell" in lines[0] and "tailed" in lines[0]
     assert "allow" in lines[1] and "browse:web" in lines[1]
 
+    r = cli("audit", "tail", "-n", "5", "--agent", "tailed")  # more asked than there are: all of them
+    assert [line.split()[4] for line in r.stdout.splitlines()] == ["admin:agent", "read:web", "execute:shell", "browse:web"]
+
     r = cli("audit", "tail", "--decision", "deny", "--json")
     assert [json.loads(line)["action"] for line in r.stdout.splitlines()] == ["execute:shell"]
 

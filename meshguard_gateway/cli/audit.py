@@ -188,7 +188,7 @@ def tail(count: int, follow: bool, agent: str | None, action: str | None, decisi
     body = client.get("/admin/audit", order="desc", limit=max(count, 1), **filters)
     recent = list(reversed(body.get("entries", []) if isinstance(body, dict) else []))
     cursor = max((_id(e) for e in recent), default=0)
-    for entry in recent[len(recent) - count :] if count else []:
+    for entry in recent[-count:] if count else []:
         show(entry)
     if not follow:
         if not recent and not as_json:
