@@ -83,6 +83,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def read_json_object(request: Request, limit: int, *, required: bool = True) -> dict[str, Any]:
     raw = await read_body(request, limit)
     if not raw.strip():
@@ -90,9 +94,11 @@ async def read_json_object(request: Request, limit: int, *, required: bool = Tru
             raise InvalidRequestError("the request body is empty; send a JSON object")
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise InvalidRequestError("the body is not UTF-8 text; send a JSON object") from None
+    except RecursionError:
+        raise InvalidRequestError("the body is nested too deeply; send a flat JSON object") from None
     except ValueError as exc:
         raise InvalidRequestError(f"the body is not valid JSON ({exc}); send a JSON object") from None
     if not isinstance(data, dict):
@@ -177,14 +183,14 @@ def _parse_time(name: str, value: str | None, now: float) -> float | None:
 
     try:
         dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    except (ValueError, OverflowError):
         raise InvalidRequestError(
             f"parameter '{name}'={value!r} is not a time; use ISO-8601 (2026-01-02T03:04:05Z), epoch seconds, "
             "or a duration back from now (15m, 2h, 7d)"
         ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +274,19 @@ class Metrics:
         self.agents = Gauge("meshguard_active_agents", "Agents that are not revoked", registry=self.registry)
         self.agents.set_function(gateway.active_agents)
         self.audit = Counter("meshguard_audit_entries", "Audit rows written", registry=self.registry)
+        self._actions: set[str] = set()
+
+    MAX_ACTION_LABELS = 500
+
+    def action_label(self, action: str) -> str:
+        """The action as a label; past MAX_ACTION_LABELS distinct actions, "other" (an agent that
+        invents actions must not grow the gateway's memory without bound)."""
+        if action in self._actions:
+            return action
+        if len(self._actions) < self.MAX_ACTION_LABELS:
+            self._actions.add(action)
+            return action
+        return "other"
 
 
 def _bearer(request: Request) -> str | None:
@@ -399,7 +418,7 @@ def create_app(gw: Gateway) -> FastAPI:
         started = time.perf_counter()
         result = await gw.check(agent, action, resource, context or None, approval_id, trace)
         metrics.duration.observe(time.perf_counter() - started)
-        metrics.checks.labels(result.decision.value, action).inc()
+        metrics.checks.labels(result.decision.value, metrics.action_label(action)).inc()
         metrics.audit.inc()
         return decision_answer(result, gw.mode, sdk_form)
 
@@ -473,11 +492,12 @@ def create_app(gw: Gateway) -> FastAPI:
         if result is not None and not isinstance(result, str):
             result = json.dumps(result, ensure_ascii=False)[:1000]
         duration = body.get("duration_ms")
-        if duration is not None and (
-            isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration)
-            or duration < 0
-        ):  # fmt: skip
-            raise InvalidRequestError("field 'duration_ms' must be a non-negative number")
+        if duration is not None:
+            if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+                raise InvalidRequestError("field 'duration_ms' must be a non-negative number")
+            duration = float(duration) if abs(duration) < 1e15 else math.inf
+            if not math.isfinite(duration) or duration < 0:
+                raise InvalidRequestError("field 'duration_ms' must be a non-negative number below 1e15")
         decision_id = _opt_str(body, "decision_id", 128)
         rid = await gw.record(agent, action, resource, status, result, duration, decision_id, trace)
         metrics.audit.inc()
@@ -624,8 +644,8 @@ def create_app(gw: Gateway) -> FastAPI:
         from_: Annotated[str | None, Query(alias="from")] = None,
         to: str | None = None,
         limit_: Annotated[int, Query(alias="limit", ge=1, le=10000)] = 50,
-        after: Annotated[int | None, Query(ge=0)] = None,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
         order: Annotated[str | None, Query(pattern="^(asc|desc)$")] = None,
     ) -> Response:
         """Audit entries, newest first (or ``order=asc``); follow new ones with ``after=<next_cursor>``."""

@@ -144,3 +144,29 @@ def test_admin_bad_bodies(gateway: LiveGateway) -> None:
     assert_error_shape(gateway.admin("POST", "/admin/policies", json={"yaml": 5}), 400)
     assert_error_shape(gateway.admin("POST", "/admin/policies/test", json={"agent": 5, "action": "read:x"}), 400)
     assert gateway.admin("GET", "/admin/agents").json()["agents"] == []
+
+
+def test_hostile_inputs_never_reach_a_500(gateway: LiveGateway, agent_token: str) -> None:
+    auth = {"Authorization": f"Bearer {agent_token}", "Content-Type": "application/json"}
+    check = gateway.url + "/proxy/governance/check"
+    record = gateway.url + "/proxy/governance/record"
+    cases: list[tuple[str, bytes, int]] = [
+        (check, b'{"action": "read:web", "context": {"x": NaN}}', 400),
+        (check, b'{"action": "read:web", "context": {"x": Infinity}}', 400),
+        (check, b'{"action": "read:web", "context": ' + b"[" * 20000 + b"]" * 20000 + b"}", 400),
+        (check, b'{"action": "read:web", "context": {"n": ' + b"9" * 5000 + b"}}", 400),
+        (record, b'{"action": "read:web", "duration_ms": ' + b"9" * 400 + b"}", 400),
+        (record, b'{"action": "read:web", "duration_ms": 1e400}', 400),
+        (record, b'{"action": "read:web", "result": {"nested": [1, 2, {"a": null}]}}', 201),
+        (check, '{"action": "lire:donn\u00e9es", "resource": "\u00e9t\u00e9/\u2603.txt"}'.encode(), 403),
+    ]
+    for url, raw, status in cases:
+        resp = httpx.post(url, content=raw, headers=auth)
+        assert resp.status_code == status, (raw[:60], resp.text)
+    for params in ({"after": 2**70}, {"before": -5}, {"from": "0001-01-01T00:00:00+14:00"}, {"to": "nan"},
+                   {"from": "99999999999d"}, {"action": "[*"}, {"decision": ","}, {"agent": "\u2603"}):  # fmt: skip
+        resp = gateway.admin("GET", "/admin/audit", params=params)
+        assert resp.status_code in (200, 400), (params, resp.text)
+    entries = gateway.admin("GET", "/admin/audit", params={"limit": 100}).json()["entries"]
+    assert any(e["action"] == "lire:donn\u00e9es" for e in entries)  # unicode survives the round trip
+    assert "Traceback" not in gateway.log() and "unexpected error" not in gateway.log()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,3 +93,20 @@ def test_clean_stop_removes_gateway_json_and_keeps_secrets(start_gateway: Callab
     assert "gateway stopped" in gw.log()
     gw2 = start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir)
     assert httpx.get(gw2.url + "/health").status_code == 200
+
+
+def test_retention_purges_old_rows_at_start(start_gateway: Callable[..., LiveGateway]) -> None:
+    gw = start_gateway()
+    _, token = gw.create_agent("old-timer")
+    old = gw.check(token, "read:web").json()["decision_id"]
+    time.sleep(1.5)
+    gw.stop()
+    # 0.00001 days = 0.864 s: everything written before the sleep is past retention
+    gw = start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir,
+                       env={"AUDIT_RETENTION_DAYS": "0.00001"})  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "retention: deleted" not in gw.log():
+        time.sleep(0.1)
+    entries = gw.admin("GET", "/admin/audit", params={"limit": 100}).json()["entries"]
+    assert old not in {e["decision_id"] for e in entries} and entries == []
+    assert gw.check(token, "read:web").status_code == 200  # agents are not subject to retention
