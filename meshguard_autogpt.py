@@ -98,7 +98,23 @@ __all__ = [
     "ConfigError",
     "PatchError",
     "AgentRevokedError",
-    # exit statuses
+    "refusal_text",
+    "LIFECYCLE_COMMANDS",
+    "GENERATIONS",
+    # embedded gateway
+    "start_embedded_gateway",
+    "embedded_agent_token",
+    "EmbeddedGateway",
+    "SEED_POLICY",
+    # scripted model (tests and demos only)
+    "ScriptedModel",
+    "install_scripted_model",
+    # settings and exit statuses
+    "DEFAULT_URL",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_APPROVAL_TIMEOUT",
+    "DEFAULT_RATE_LIMIT_MAX_WAIT",
+    "DEFAULT_AGENT_NAME",
     "EXIT_OK",
     "EXIT_ERROR",
     "EXIT_USAGE",
@@ -114,8 +130,8 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_APPROVAL_TIMEOUT = 300.0
 DEFAULT_RATE_LIMIT_MAX_WAIT = 900.0
 DEFAULT_AGENT_NAME = "autogpt-agent"
-RECORD_TIMEOUT = 2.0
-RESULT_LIMIT = 1000
+_RECORD_TIMEOUT = 2.0
+_RESULT_LIMIT = 1000
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -529,14 +545,14 @@ class MeshGuardGateway:
         if resource is not None:
             payload["resource"] = resource
         if result is not None:
-            payload["result"] = str(result)[:RESULT_LIMIT]
+            payload["result"] = str(result)[:_RESULT_LIMIT]
         if duration_ms is not None:
             payload["duration_ms"] = round(duration_ms, 3)
         if decision_id:
             payload["decision_id"] = decision_id
         try:
             resp = self.session.post(f"{self.url}/proxy/governance/record", json=payload,
-                                     timeout=min(self.timeout, RECORD_TIMEOUT))  # fmt: skip
+                                     timeout=min(self.timeout, _RECORD_TIMEOUT))  # fmt: skip
         except requests.RequestException:
             return False
         ok = resp.status_code in (200, 201)
@@ -658,17 +674,17 @@ def _default_gateway() -> MeshGuardGateway:
     return gw
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def governed(action: str, resource_key: str | None = None, *, context: Mapping[str, Any] | None = None) -> Callable[[F], F]:
+def governed(action: str, resource_key: str | None = None, *, context: Mapping[str, Any] | None = None) -> Callable[[_F], _F]:
     """Decorator: check `action` (with the argument named `resource_key` as resource) before each call.
 
     Refused: the function never runs and the call returns the blocked dict
     ``{"status": "blocked", "action", "reason", ...}``.
     """
 
-    def decorator(func: F) -> F:
+    def decorator(func: _F) -> _F:
         try:
             signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):

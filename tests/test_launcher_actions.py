@@ -201,5 +201,15 @@ def test_builtin_map_has_every_command_of_every_generation() -> None:
 
 
 def test_all_is_honest() -> None:
+    """Everything in __all__ exists, and every public name defined here is in __all__."""
+    import types
+
     for name in mg.__all__:
         assert hasattr(mg, name), name
+    public = {
+        name for name, value in vars(mg).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        and getattr(value, "__module__", mg.__name__) == mg.__name__
+    }  # fmt: skip
+    imported = {"Any", "TypeVar", "Callable", "Mapping", "Path", "HTTPAdapter", "Retry", "dataclass", "field"}
+    assert public - imported - {"annotations"} <= set(mg.__all__)
