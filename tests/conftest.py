@@ -28,6 +28,13 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", default=False,
+        help="long reliability mode: more crash/restart cycles, fuzz cases and processes",
+    )  # fmt: skip
+
+
 @dataclass
 class LiveGateway:
     """A gateway process we started, with what a test needs to talk to it."""
