@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -96,7 +97,7 @@ def build_requests(rules: list[BenchRule], count: int, rng: random.Random) -> li
 
 
 def ours(rules: list[BenchRule], rate_limits: bool = False) -> Callable[[BenchRequest], bool]:
-    doc = {
+    doc: dict[str, Any] = {
         "name": "bench",
         "rules": [{"effect": r.effect, "actions": list(r.patterns)} for r in rules],
         "defaultEffect": "deny",

@@ -497,11 +497,11 @@ class Engine:
             )
         if has_approval:
             assert m is not None and m.approval is not None
-            pattern = policy.require_approval[m.approval].text
+            approval = policy.require_approval[m.approval].text
             return PolicyOutcome(
                 name,
                 Effect.APPROVAL_REQUIRED,
-                f"approval required: '{request.action}' matches '{pattern}' in humanInTheLoop.requireApproval "
+                f"approval required: '{request.action}' matches '{approval}' in humanInTheLoop.requireApproval "
                 f"of policy '{name}'",
                 "humanInTheLoop.requireApproval",
                 matched=matched,

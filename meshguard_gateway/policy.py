@@ -112,7 +112,7 @@ class Pattern:
 
 
 def _glob_regex(text: str) -> str:
-    out = []
+    out: list[str] = []
     for ch in text:
         if ch == "*":
             if not out or out[-1] != ".*":  # collapse runs of '*'
@@ -331,8 +331,9 @@ class PolicySet:
 # --------------------------------------------------------------------------- parsing
 
 
-def _loader_class() -> type:
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _loader_class() -> type[Any]:
+    loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return loader
 
 
 def _kind(node: Node) -> str:
@@ -709,10 +710,11 @@ class _Parser:
 _MAX_DEPTH = 64
 
 
-def _too_deep(text: str) -> yaml.Mark | None:
+def _too_deep(text: str) -> Any:
     """Where the YAML nests deeper than ``_MAX_DEPTH``, or None. libyaml's parser keeps its
     own stack, but PyYAML's C composer recurses and crashes the process on deep input
-    (tens of thousands of '[' fit in a request body), so we look at the events first."""
+    (tens of thousands of '[' fit in a request body), so we look at the events first.
+    Returns the event's mark (``.line``/``.column``, 0-based)."""
     depth = 0
     for event in yaml.parse(text, Loader=_loader_class()):
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):

@@ -480,7 +480,8 @@ def test_engine_decision_to_dict_is_json(seed: Engine) -> None:
     explained = json.loads(json.dumps(seed.explain(Request(PROD, "send:email"), 1.0).to_dict()))
     assert explained["decision"] == "deny"
     assert {d["policy"] for d in explained["details"]} == {"autogpt-policy", "autogpt-production"}
-    assert Effect.ALLOW == "allow" and str(Effect.RATE_LIMITED) == "rate_limited"
+    assert Effect("allow") is Effect.ALLOW and str(Effect.RATE_LIMITED) == "rate_limited"
+    assert json.dumps({"d": Effect.DENY}) == '{"d": "deny"}'  # a str enum serialises as its value
 
 
 def test_engine_agent_tags_may_be_any_iterable() -> None:

@@ -128,7 +128,8 @@ class Reference:
             elif approval:
                 outcomes.append(RefDecision("approval_required", p.name, "humanInTheLoop.requireApproval"))
             elif allows:
-                under, over = [], []
+                under: list[tuple[Rule, Any]] = []
+                over: list[tuple[Rule, Any]] = []
                 for r in allows:
                     s = self.status(("rule", agent.id, p.name, r.index), r.rate_limit.windows, now) if r.rate_limit else None
                     (over if s is not None and s[0] else under).append((r, s))
