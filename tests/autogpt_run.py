@@ -119,7 +119,7 @@ def prepare_run(directory: Path, script: list[dict[str, Any]], *, url: str | Non
         OPENAI_API_KEY="sk-offline-test",
         MEMORY_BACKEND="no_memory",
         EXECUTE_LOCAL_COMMANDS="True",  # so that a shell command WOULD run if MeshGuard let it
-        MESHGUARD_TIMEOUT="3",
+        MESHGUARD_TIMEOUT="15",  # generous: a loaded CI machine must not turn an allow into a refusal
         MESHGUARD_GATEWAY_COMMAND=GATEWAY_COMMAND,
     )
     if url:
