@@ -50,6 +50,7 @@ def custom_gateway(start_gateway: Callable[..., LiveGateway], tmp_path: Path) ->
 
 def make_client(gw: LiveGateway, **kwargs: object) -> MeshGuardGateway:
     _, token = gw.create_agent("tools-agent", tags=["autogpt"])
+    kwargs.setdefault("timeout", 15.0)  # a loaded machine must not turn an allow into a refusal
     return MeshGuardGateway(gw.url, token, trace_id="trace-governed", verbose=False, **kwargs)  # type: ignore[arg-type]
 
 
