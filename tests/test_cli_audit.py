@@ -201,6 +201,14 @@ def test_audit_query_filters(cli: Run, gateway: LiveGateway) -> None:
     assert len(rows) == 2 and any("bystander" in x for x in rows) and all("deny" in x for x in rows)
     assert r.stdout.splitlines()[0].split()[:4] == ["ID", "TIME", "AGENT", "ACTION"]
 
+    r = cli("audit", "query", "--agent", "queried", "--kind", "check", "--decision", "allow,deny", "--json")
+    entries = json.loads(r.stdout)["entries"]
+    assert sorted(e["action"] for e in entries) == ["browse:web", "execute:shell", "read:web", "send:email"]
+    r = cli("audit", "query", "--agent", "queried", "--kind", "admin", "--json")
+    assert [e["decision"] for e in json.loads(r.stdout)["entries"]] == ["agent_created"]
+    r = cli("audit", "query", "--kind", "bogus")
+    assert r.returncode == 2 and "not an entry kind" in r.stderr
+
     r = cli("audit", "query", "--agent", "queried", "--limit", "1", "--json")
     assert len(json.loads(r.stdout)["entries"]) == 1
 

@@ -38,6 +38,7 @@ from meshguard_gateway.cli._output import (
 )
 
 DECISIONS = ("allow", "deny", "rate_limited", "approval_required")
+KINDS = ("check", "record", "approval", "admin")
 PAGE = 500
 RETRY_SECONDS = 1.0
 
@@ -72,13 +73,30 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
 
 
 def _decision(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """One decision or a comma-separated list (`deny,rate_limited`)."""
     if value is None:
         return None
-    value = value.strip().lower().replace("-", "_")
-    value = {"allowed": "allow", "denied": "deny", "approval": "approval_required"}.get(value, value)
-    if value not in DECISIONS:
-        raise click.BadParameter(f"{value!r} is not a decision; use one of: {', '.join(DECISIONS)}")
-    return value
+    out = []
+    for part in value.split(","):
+        part = part.strip().lower().replace("-", "_")
+        part = {"allowed": "allow", "denied": "deny", "approval": "approval_required"}.get(part, part)
+        if part not in DECISIONS:
+            raise click.BadParameter(f"{part!r} is not a decision; use one of: {', '.join(DECISIONS)}")
+        out.append(part)
+    return ",".join(out)
+
+
+def _kind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = [p.strip().lower() for p in value.split(",") if p.strip()]
+    for part in parts:
+        if part not in KINDS:
+            raise click.BadParameter(f"{part!r} is not an entry kind; use one of: {', '.join(KINDS)}")
+    return ",".join(parts)
+
+
+_KIND_HELP = "Only these kinds (comma-separated): check (decisions), record (outcomes), approval, admin."
 
 
 def _filters(**kwargs: Any) -> dict[str, Any]:
@@ -164,10 +182,14 @@ def cli() -> None:
 @click.option("--agent", help="Only this agent (name or id).")
 @click.option("--action", help="Only this action.")
 @click.option("--decision", callback=_decision, help=f"Only this decision: {', '.join(DECISIONS)}.")
+@click.option("--kind", callback=_kind, help=_KIND_HELP)
 @click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="SECONDS",
               help="How often --follow asks for new entries.")
 @common_options
-def tail(count: int, follow: bool, agent: str | None, action: str | None, decision: str | None, interval: float) -> None:
+def tail(
+    count: int, follow: bool, agent: str | None, action: str | None, decision: str | None, kind: str | None,
+    interval: float,
+) -> None:  # fmt: skip
     """Show the latest entries; with -f, follow new ones as they are committed.
 
     \b
@@ -176,7 +198,7 @@ def tail(count: int, follow: bool, agent: str | None, action: str | None, decisi
     meshguard audit tail -f --decision deny
     """
     client = admin_client()
-    filters = _filters(agent=agent, action=action, decision=decision)
+    filters = _filters(agent=agent, action=action, decision=decision, kind=kind)
     as_json = json_output()
 
     def show(entry: dict[str, Any]) -> None:
@@ -248,6 +270,7 @@ def _refollow(client: Any) -> Any:
 @click.option("--agent", help="Agent name or id.")
 @click.option("--action", help="Action (verb:object).")
 @click.option("--decision", callback=_decision, help=f"One of: {', '.join(DECISIONS)}.")
+@click.option("--kind", callback=_kind, help=_KIND_HELP)
 @click.option("--trace", "trace_id", help="Trace id (see also `audit trace`).")
 @click.option("--from", "from_", callback=_when, help="Start: a date, an ISO-8601 time, or an age (2h, 7d).")
 @click.option("--to", callback=_when, help="End: a date, an ISO-8601 time, or an age.")
@@ -259,6 +282,7 @@ def query(
     agent: str | None,
     action: str | None,
     decision: str | None,
+    kind: str | None,
     trace_id: str | None,
     from_: str | None,
     to: str | None,
@@ -271,7 +295,8 @@ def query(
     meshguard audit query --decision deny --limit 20
     meshguard audit query --agent autogpt-agent --from 24h
     """
-    filters = _filters(agent=agent, action=action, decision=decision, trace=trace_id, **{"from": from_, "to": to})
+    filters = _filters(agent=agent, action=action, decision=decision, kind=kind, trace=trace_id,
+                       **{"from": from_, "to": to})  # fmt: skip
     body = admin_client().get("/admin/audit", order=order, limit=limit, **filters)
     entries: list[dict[str, Any]] = body.get("entries", []) if isinstance(body, dict) else []
     if json_output():
@@ -503,11 +528,12 @@ class _Writer:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
 @click.option("--agent", help="Only this agent (name or id).")
 @click.option("--decision", callback=_decision, help=f"Only this decision: {', '.join(DECISIONS)}.")
+@click.option("--kind", callback=_kind, help=_KIND_HELP)
 @click.option("--page-size", type=click.IntRange(min=1, max=5000), default=1000, show_default=True, hidden=True)
 @common_options
 def export(
     from_: str | None, to: str | None, fmt: str, output: Path | None, agent: str | None, decision: str | None,
-    page_size: int,
+    kind: str | None, page_size: int,
 ) -> None:  # fmt: skip
     """Export audit entries for compliance or analysis, page by page (constant memory).
 
@@ -517,7 +543,7 @@ def export(
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     client = admin_client()
-    filters = _filters(agent=agent, decision=decision, **{"from": from_, "to": to})
+    filters = _filters(agent=agent, decision=decision, kind=kind, **{"from": from_, "to": to})
     partial = output.with_name(output.name + ".partial") if output is not None else None
     handle: IO[str]
     if partial is not None:
