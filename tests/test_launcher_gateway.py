@@ -164,3 +164,15 @@ def test_main_refuses_to_start_with_a_revoked_token(custom_gateway: LiveGateway,
     err = capsys.readouterr().err
     assert "rejects this agent's token" in err and "not started" in err and token not in err
     assert custom_gateway.admin("GET", "/admin/audit").json()["entries"] == before  # the preflight audits nothing
+
+
+def test_client_rate_limited_wait_mode_uses_the_gateways_retry_after(start_gateway: Callable[..., LiveGateway],
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    path = tmp_path / "slow.yaml"
+    path.write_text(RATE_LIMITED)
+    pauses: list[float] = []
+    gw = make_client(start_gateway(path), sleep=pauses.append, rate_limit_max_wait=150)
+    assert gw.decide("browse:web", "a")["allowed"] and gw.decide("browse:web", "b")["allowed"]
+    third = gw.decide("browse:web", "c")  # no real time passes: the gateway keeps saying 429
+    assert third["allowed"] is False and "MESHGUARD_RATE_LIMIT_MAX_WAIT" in third["reason"]
+    assert pauses and all(1 <= p <= 60 for p in pauses) and sum(pauses) <= 150
