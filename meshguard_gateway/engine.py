@@ -254,7 +254,7 @@ class _Matches:
         self.deny: dict[int, tuple[Rule, int]] = {}
         self.allow: dict[int, tuple[Rule, int]] = {}
         self.approval: int | None = None
-        self.failed: tuple[int, str] | None = None  # (rule index, note) of the first rule whose condition failed
+        self.failed: tuple[int, str] | None = None  # (rule index, note): first allow rule whose condition failed
         self.trace: dict[int, RuleMatch] | None = None  # rule index -> failed condition
 
 
@@ -276,6 +276,7 @@ class Engine:
                 entries.append(_Entry(pos, _APPROVAL, None, order, pattern))
         self._index = _Index(entries)
         self._applicable_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._wanted: dict[tuple[int, ...], frozenset[int]] = {}
 
     def with_policies(self, policies: PolicySet) -> Engine:
         """A new engine for ``policies`` sharing this engine's rate-limit counters."""
@@ -308,13 +309,16 @@ class Engine:
             )
             if len(self._applicable_cache) >= 4096:
                 self._applicable_cache.clear()
+                self._wanted.clear()
             self._applicable_cache[key] = found
         return found
 
     def _match(self, request: Request, applicable: tuple[int, ...], trace: bool) -> dict[int, _Matches]:
         action, resource = request.action, request.resource
         subjects = (action,) if resource is None else (action, f"{action}/{resource}")
-        wanted = set(applicable) if len(applicable) != len(self._policies) else None
+        wanted = self._wanted.get(applicable) if len(applicable) != len(self._policies) else None
+        if wanted is None and len(applicable) != len(self._policies):
+            wanted = self._wanted[applicable] = frozenset(applicable)
         context = request.context
         sandboxed = isinstance(context, Mapping) and context.get("sandbox") is True
         found: dict[int, _Matches] = {}
@@ -343,7 +347,7 @@ class Engine:
                 if failed is None:
                     target[rule.index] = (rule, e.order)
                 else:
-                    if m.failed is None or rule.index < m.failed[0]:
+                    if e.kind == _ALLOW_RULE and (m.failed is None or rule.index < m.failed[0]):
                         m.failed = (rule.index, f"{rule.describe(e.pattern)}: {failed}")
                     if not trace:
                         continue
@@ -546,7 +550,7 @@ class Engine:
 
 def _no_rule(request: Request, policy: str, effect: str, m: _Matches | None) -> str:
     on = f" on '{request.resource}'" if request.resource is not None else ""
-    if m is not None and m.failed is not None:
+    if effect == DENY and m is not None and m.failed is not None:
         return (f"no rule applies to '{request.action}'{on} ({m.failed[1]}); "
                 f"default effect of policy '{policy}' is {effect}")
     return f"no rule matches '{request.action}'{on}; default effect of policy '{policy}' is {effect}"

@@ -507,3 +507,9 @@ def test_engine_accepts_a_plain_list_of_policies() -> None:
     p = parse_policy("name: x\nrules: [{effect: allow, actions: ['read:*']}]")
     e = Engine([p], limiter=SlidingWindowLimiter())
     assert decide(e, "read:a").allowed
+
+
+def test_engine_failed_deny_condition_is_not_given_as_the_reason() -> None:
+    e = engine(rules_policy('- effect: deny\n  actions: ["execute:python"]\n  conditions: {sandbox: false}'))
+    d = decide(e, "execute:python", context={"sandbox": True})
+    assert d.reason == "no rule matches 'execute:python'; default effect of policy 'p' is deny"
