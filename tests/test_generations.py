@@ -57,6 +57,9 @@ class Gen:
     lifecycle: tuple[str, dict[str, Any]]  # ends the run the way this AutoGPT does
     workspace: str  # relative to the run directory
     has_plugins: bool = True  # plugin commands reach the dispatcher's fallback (PyPI 0.2.2 - v0.5.0)
+    # v0.3.0-v0.4.4 resolve paths before dispatching; one they cannot resolve goes on raw and the command
+    # opens it relative to the process cwd. Elsewhere the command joins it to the workspace root.
+    escapes_from_cwd: bool = False
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
 
@@ -67,11 +70,11 @@ GENS = [
     Gen("v0_2_2_tag", "autogpt.agent.agent.execute_command", "string", ("write_to_file", "file", "text"),
         ("task_complete", {"reason": "done"}), OLD_WS, has_plugins=False),
     Gen("v0_3_0", "autogpt.agent.agent.execute_command", "string", ("write_to_file", "filename", "text"),
-        ("task_complete", {"reason": "done"}), OLD_WS),
+        ("task_complete", {"reason": "done"}), OLD_WS, escapes_from_cwd=True),
     Gen("v0_4_0", "autogpt.agent.agent.execute_command", "string", ("write_to_file", "filename", "text"),
-        ("task_complete", {"reason": "done"}), OLD_WS),
+        ("task_complete", {"reason": "done"}), OLD_WS, escapes_from_cwd=True),
     Gen("v0_4_4", "autogpt.app.execute_command", "string", ("write_file", "filename", "text"),
-        ("goals_accomplished", {"reason": "done"}), OLD_WS),
+        ("goals_accomplished", {"reason": "done"}), OLD_WS, escapes_from_cwd=True),
     Gen("v0_4_5", "autogpt.agents.agent.execute_command", "string", ("write_to_file", "filename", "text"),
         ("goals_accomplished", {"reason": "done"}), OLD_WS),
     Gen("v0_4_7", "autogpt.agents.agent.execute_command", "string", ("create_file", "filename", "text"),
@@ -218,8 +221,9 @@ def test_governed_run(gen: Gen, policy_gateway: tuple[LiveGateway, str], tmp_pat
     assert ("write:workspace", "notes/today.txt", "allow") in decided, entries
     assert ("execute:shell", f"touch {tmp_path / 'shell_ran'}", "deny") in decided, entries
     assert ("write:workspace", "after_refusal.txt", "allow") in decided, entries
-    escaped = [d for d in decided if d[0] == "write:system"]
-    assert escaped and all(d[2] == "deny" and not d[1].startswith("..") for d in escaped), entries
+    # judged where AutoGPT would really have written it
+    where = os.path.realpath((tmp_path if gen.escapes_from_cwd else ws) / ".." / "escaped.txt")
+    assert ("write:system", where, "deny") in decided, entries
     if gen.has_plugins:
         assert ("execute:plugin_echo", None, "deny") in decided, entries
     assert not any(d[1] == "after_lifecycle.txt" for d in decided), entries
