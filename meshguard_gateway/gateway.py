@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import time
@@ -67,12 +68,18 @@ def canonical_context(context: Mapping[str, Any] | None) -> str:
     return json.dumps(context or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# Decision and trace ids need to be unique, not secret (a decision id only links an outcome to
+# its own agent's decision): a seeded PRNG is enough and costs no system call per check.
+# Approval ids, which grant something, come from `secrets`.
+_ids = random.Random(int.from_bytes(os.urandom(16), "big"))
+
+
 def new_decision_id() -> str:
-    return "dec_" + os.urandom(12).hex()
+    return f"dec_{_ids.getrandbits(96):024x}"
 
 
 def new_trace_id() -> str:
-    return "trace_" + os.urandom(8).hex()
+    return f"trace_{_ids.getrandbits(64):016x}"
 
 
 def valid_trace_id(value: str) -> bool:
