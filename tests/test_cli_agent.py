@@ -83,6 +83,13 @@ def test_agent_create_output_file_is_owner_only_and_token_not_printed(cli: Run, 
     assert gateway.check(token, "read:web").status_code == 200
 
 
+def test_agent_create_with_an_unwritable_output_creates_nothing(cli: Run, gateway: LiveGateway, tmp_path: Path) -> None:
+    r = cli("agent", "create", "careful", "--output", str(tmp_path / "missing-folder" / "token"))
+    assert r.returncode == 1
+    assert "missing-folder does not exist" in one_line_error(r)
+    assert gateway.admin("GET", "/admin/agents/careful").status_code == 404  # no agent whose token was lost
+
+
 def test_agent_create_json_and_duplicate_name(cli: Run) -> None:
     r = cli("agent", "create", "json-agent", "--tags", "a,b", "--json")
     body = json.loads(r.stdout)

@@ -19,6 +19,7 @@ from meshguard_gateway.cli._output import (
     print_json,
     print_table,
     styled,
+    warn,
 )
 
 TRUST_TIERS = ("unverified", "verified", "trusted", "privileged")
@@ -68,6 +69,15 @@ def write_secret(path: Path, secret: str) -> None:
         os.close(fd)
 
 
+def check_writable(path: Path) -> None:
+    """Fail before the gateway is asked: a token that cannot be saved must not be issued."""
+    target = path if path.exists() else (path.parent if str(path.parent) else Path("."))
+    if not target.exists():
+        raise CLIError(f"cannot write the token to {path}: the folder {target} does not exist")
+    if not os.access(target, os.W_OK):
+        raise CLIError(f"cannot write the token to {path}: permission denied; choose another --output")
+
+
 def not_found(agent: str, exc: GatewayError) -> CLIError:
     return CLIError(f"no agent named or with id {agent!r} on the gateway; `meshguard agent list` shows them")
 
@@ -88,7 +98,13 @@ def _show_token(body: dict[str, Any], agent_label: str, output: Path | None) -> 
         raise CLIError("the gateway answered without a token; check the gateway's log")
     expires = pick(body, "expiresAt", "expires_at")
     if output is not None:
-        write_secret(output, token)
+        try:
+            write_secret(output, token)
+        except CLIError as exc:
+            # The token exists now; printing it beats losing it.
+            warn(f"{exc.message}; here it is instead (save it now):")
+            click.echo(token)
+            raise
         if not quiet():
             click.echo(f"Token for agent {agent_label} written to {output} (mode 0600).")
             if expires:
@@ -140,6 +156,8 @@ def create(name: str, trust: str | None, tags: list[str] | None, output: Path | 
     \b
     meshguard agent create autogpt-agent --trust verified --tags autogpt,autonomous
     """  # noqa: D301
+    if output is not None:
+        check_writable(output)
     client = admin_client()
     payload: dict[str, Any] = {"name": name, "tags": tags or []}
     if trust is not None:
@@ -219,6 +237,8 @@ def show(agent: str) -> None:
 @common_options
 def token(agent: str, output: Path | None) -> None:
     """Issue a new token for an agent (its older tokens stay valid until they expire)."""
+    if output is not None:
+        check_writable(output)
     client = admin_client()
     try:
         body: dict[str, Any] = client.post(f"/admin/agents/{seg(agent)}/token")
