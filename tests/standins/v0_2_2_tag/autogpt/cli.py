@@ -19,4 +19,4 @@ def main(ctx: click.Context, continuous: bool, skip_reprompt: bool, continuous_l
         cfg.continuous_limit = continuous_limit or 0
         agent = Agent(ai_name="Stand-in", memory=None, full_message_history=[], next_action_count=0,
                       system_prompt="", triggering_prompt="")  # fmt: skip
-        agent.start_interaction_loop()  # cli.py:152
+        agent.start_interaction_loop()  # cli.py:151

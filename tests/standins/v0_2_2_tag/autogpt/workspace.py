@@ -9,7 +9,7 @@ from autogpt.config import Config
 
 CFG = Config()
 
-WORKSPACE_PATH = Path(os.getcwd()) / "auto_gpt_workspace"  # workspace.py:12
+WORKSPACE_PATH = Path(os.getcwd()) / "auto_gpt_workspace"  # workspace.py:11
 if not os.path.exists(WORKSPACE_PATH):
     os.makedirs(WORKSPACE_PATH)
 

@@ -10,8 +10,8 @@ import click
 @click.option("--skip-news", is_flag=True)
 @click.option("--workspace-directory", "-w", type=click.Path(), hidden=True)
 @click.pass_context
-def main(ctx, continuous, skip_reprompt, continuous_limit, skip_news, workspace_directory) -> None:  # cli.py:64
+def main(ctx, continuous, skip_reprompt, continuous_limit, skip_news, workspace_directory) -> None:  # cli.py:69
     if ctx.invoked_subcommand is None:
-        from autogpt.main import run_auto_gpt  # cli.py:87
+        from autogpt.main import run_auto_gpt  # cli.py:93
 
         run_auto_gpt(continuous, continuous_limit, workspace_directory)

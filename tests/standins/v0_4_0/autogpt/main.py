@@ -18,11 +18,11 @@ def run_auto_gpt(continuous: bool, continuous_limit: int, workspace_directory=No
     cfg.continuous_mode = continuous
     cfg.continuous_limit = continuous_limit or 0
     if workspace_directory is None:
-        # the real default is Path(__file__).parent / "auto_gpt_workspace" (main.py:102); the stand-in
+        # the real default is Path(__file__).parent / "auto_gpt_workspace" (main.py:126); the stand-in
         # keeps it out of the source tree
         workspace_directory = Path(os.getcwd()) / "auto_gpt_workspace"
-    workspace_directory = Workspace.make_workspace(workspace_directory)  # main.py:107
-    cfg.workspace_path = str(workspace_directory)  # main.py:108
+    workspace_directory = Workspace.make_workspace(workspace_directory)  # main.py:131
+    cfg.workspace_path = str(workspace_directory)  # main.py:132
 
     command_registry = CommandRegistry()
     command_registry.import_commands("autogpt.commands.file_operations")
@@ -35,4 +35,4 @@ def run_auto_gpt(continuous: bool, continuous_limit: int, workspace_directory=No
     agent = Agent(ai_name="Stand-in", memory=None, full_message_history=[], next_action_count=0,
                   command_registry=command_registry, config=ai_config, system_prompt="",
                   triggering_prompt="", workspace_directory=workspace_directory)  # fmt: skip
-    agent.start_interaction_loop()  # main.py:171
+    agent.start_interaction_loop()  # main.py:197

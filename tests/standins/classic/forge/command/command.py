@@ -1,5 +1,5 @@
 """Mirrors forge/command/command.py at classic: a Command wraps a component method; __get__ builds a
-fresh bound Command on every attribute access (command.py:77), so replacing it governs nothing."""
+fresh bound Command on every attribute access (command.py:78), so replacing it governs nothing."""
 
 from __future__ import annotations
 

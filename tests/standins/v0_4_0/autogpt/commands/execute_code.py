@@ -19,7 +19,7 @@ CFG = Config()
     "You are not allowed to run local shell commands. To execute"
     " shell commands, EXECUTE_LOCAL_COMMANDS must be set to 'True' "
     "in your config. Do not attempt to bypass the restriction.",
-)  # execute_code.py:121
+)  # execute_code.py:124
 def execute_shell(command_line: str, config: Config) -> str:
     current_dir = os.getcwd()
     if config.workspace_path not in current_dir:

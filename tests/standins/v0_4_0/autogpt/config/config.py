@@ -10,6 +10,6 @@ class Config(metaclass=Singleton):
         self.workspace_path = None  # config.py:20
         self.continuous_mode = False
         self.continuous_limit = 0
-        self.execute_local_commands = os.getenv("EXECUTE_LOCAL_COMMANDS", "False") == "True"  # config.py:49
+        self.execute_local_commands = os.getenv("EXECUTE_LOCAL_COMMANDS", "False") == "True"  # config.py:70
         self.restrict_to_workspace = os.getenv("RESTRICT_TO_WORKSPACE", "True") == "True"
         self.plugins = []

@@ -1,4 +1,4 @@
-"""Mirrors autogpt/commands/execute_code.py at v0.4.5: execute_shell (:223) runs on the host after chdir
+"""Mirrors autogpt/commands/execute_code.py at v0.4.5: execute_shell (:216) runs on the host after chdir
 into the workspace; AutoGPT's own allow/deny list refusal is a returned string."""
 
 import os
@@ -10,7 +10,7 @@ from autogpt.agents.agent import Agent
 from autogpt.command_decorator import command
 
 
-def validate_command(command: str, config) -> bool:  # execute_code.py:187
+def validate_command(command: str, config) -> bool:  # execute_code.py:180
     if not command:
         return False
     command_name = command.split()[0]

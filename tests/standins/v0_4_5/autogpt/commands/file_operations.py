@@ -1,4 +1,4 @@
-"""Mirrors autogpt/commands/file_operations.py at v0.4.5 (write_to_file at :208 with its aliases)."""
+"""Mirrors autogpt/commands/file_operations.py at v0.4.5 (write_to_file at :207, aliases at :204)."""
 
 from __future__ import annotations
 

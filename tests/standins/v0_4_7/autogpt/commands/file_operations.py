@@ -1,4 +1,4 @@
-"""Mirrors autogpt/commands/file_operations.py at v0.4.7 (write_to_file at :208 with its aliases)."""
+"""Mirrors autogpt/commands/file_operations.py at v0.4.7 (write_to_file at :211, aliases at :208)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ class CommandRegistry:
         for alias in cmd.aliases:
             self.commands_aliases[alias] = cmd
 
-    def get_command(self, name: str) -> Command | None:  # command_registry.py:85
+    def get_command(self, name: str) -> Command | None:  # command_registry.py:89
         if name in self.commands:
             return self.commands[name]
         if name in self.commands_aliases:
