@@ -590,8 +590,7 @@ class MeshGuardGateway:
             self.record(action, resource, "error", f"{type(exc).__name__}: {exc}",
                         duration_ms=(time.monotonic() - started) * 1000, decision_id=decision.get("decision_id"))  # fmt: skip
             raise
-        status = "error" if isinstance(result, str) and result.startswith("Error:") else "success"
-        self.record(action, resource, status, result, duration_ms=(time.monotonic() - started) * 1000,
+        self.record(action, resource, _outcome(result), result, duration_ms=(time.monotonic() - started) * 1000,
                     decision_id=decision.get("decision_id"))  # fmt: skip
         return result
 
@@ -616,6 +615,11 @@ class MeshGuardGateway:
             word = {"deny": "DENIED", "rate_limited": "RATE LIMITED", "approval_required": "NOT APPROVED"}.get(
                 decision["decision"], "REFUSED")  # fmt: skip
             self._print(f"{word} {label} ({target}): {decision['reason']}{by}")
+
+
+def _outcome(result: Any) -> str:
+    """AutoGPT reports most command failures as a returned "Error: ..." string."""
+    return "error" if isinstance(result, str) and result.startswith("Error:") else "success"
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -1114,10 +1118,15 @@ def _call_parts(generation: str, bound: Mapping[str, Any]) -> tuple[str, Mapping
     return str(bound.get("command_name", "")), bound.get("arguments") or {}
 
 
-def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[MappedCommand, dict[str, Any] | None]:
-    mapped = map_command(name, arguments, workspace=_workspace_of(bound), action_map=gov.action_map,
-                         python_sandbox=_python_sandbox(gov.generation),
-                         relative_to=os.getcwd() if gov.relative_to_cwd else None)  # fmt: skip
+def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[MappedCommand | None, dict[str, Any] | None]:
+    """(mapped command, decision); decision None for a lifecycle command. Fail closed on our own errors."""
+    try:
+        mapped = map_command(name, arguments, workspace=_workspace_of(bound), action_map=gov.action_map,
+                             python_sandbox=_python_sandbox(gov.generation),
+                             relative_to=os.getcwd() if gov.relative_to_cwd else None)  # fmt: skip
+    except Exception as exc:  # a bug here must refuse the command, not crash AutoGPT's loop
+        return None, {"allowed": False, "decision": "error", "action": f"execute:{name}", "resource": None,
+                      "reason": f"MeshGuard could not map this command ({type(exc).__name__}: {exc}); refused (fail closed)"}  # fmt: skip
     if mapped.lifecycle:
         if gov.gateway.revoked is not None:
             raise AgentRevokedError(gov.gateway.revoked, name)
@@ -1128,8 +1137,20 @@ def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapp
     return mapped, decision
 
 
-def _record_lifecycle(gov: _Governor, mapped: MappedCommand, started: float, outcome: str, result: Any) -> None:
-    gov.gateway.record(mapped.action, mapped.resource, outcome, result, duration_ms=(time.monotonic() - started) * 1000)
+def _ends_the_run(exc: BaseException) -> bool:
+    """AutoGPT's own ways to end a run: SystemExit (quit()), AgentTerminated / AgentFinished."""
+    return isinstance(exc, (SystemExit, KeyboardInterrupt)) or any(
+        cls.__name__ in ("AgentTerminated", "AgentFinished") for cls in type(exc).__mro__)  # fmt: skip
+
+
+def _record_lifecycle(gov: _Governor, mapped: MappedCommand, started: float, exc: BaseException | None,
+                      result: Any = None) -> None:  # fmt: skip
+    if exc is None:
+        status = "success"
+    else:
+        status = "success" if _ends_the_run(exc) else "error"
+        result = f"{type(exc).__name__}: " + ("ended the run" if status == "success" else str(exc))
+    gov.gateway.record(mapped.action, mapped.resource, status, result, duration_ms=(time.monotonic() - started) * 1000)
 
 
 def _make_sync_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable[..., Any]:
@@ -1141,16 +1162,17 @@ def _make_sync_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable
         name, arguments = _call_parts(gov.generation, bound)
         mapped, decision = _before(gov, name, arguments, bound)
         call = functools.partial(original, *args, **kwargs)
-        if decision is None:  # lifecycle
+        if decision is None and mapped is not None:  # lifecycle: recorded, never refused
             started = time.monotonic()
             try:
                 result = call()
             except BaseException as exc:
-                _record_lifecycle(gov, mapped, started, "success", f"{type(exc).__name__}: ended the run")
+                _record_lifecycle(gov, mapped, started, exc)
                 raise
-            _record_lifecycle(gov, mapped, started, "success", result)
+            _record_lifecycle(gov, mapped, started, None, result)
             return result
-        if not decision["allowed"]:
+        assert decision is not None
+        if mapped is None or not decision["allowed"]:
             return gov.refuse(refusal_text(name, decision))
         return gov.gateway.run_and_record(mapped.action, mapped.resource, call, decision)
 
@@ -1167,15 +1189,16 @@ def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callabl
         name, arguments = _call_parts(gov.generation, bound)
         mapped, decision = _before(gov, name, arguments, bound)
         started = time.monotonic()
-        if decision is None:
+        if decision is None and mapped is not None:  # lifecycle: recorded, never refused
             try:
                 result = await original(*args, **kwargs)
             except BaseException as exc:
-                _record_lifecycle(gov, mapped, started, "success", f"{type(exc).__name__}: ended the run")
+                _record_lifecycle(gov, mapped, started, exc)
                 raise
-            _record_lifecycle(gov, mapped, started, "success", result)
+            _record_lifecycle(gov, mapped, started, None, result)
             return result
-        if not decision["allowed"]:
+        assert decision is not None
+        if mapped is None or not decision["allowed"]:
             return gov.refuse(refusal_text(name, decision))
         try:
             result = await original(*args, **kwargs)
@@ -1184,7 +1207,7 @@ def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callabl
                                duration_ms=(time.monotonic() - started) * 1000,
                                decision_id=decision.get("decision_id"))  # fmt: skip
             raise
-        gov.gateway.record(mapped.action, mapped.resource, "success", result,
+        gov.gateway.record(mapped.action, mapped.resource, _outcome(result), result,
                            duration_ms=(time.monotonic() - started) * 1000, decision_id=decision.get("decision_id"))  # fmt: skip
         return result
 

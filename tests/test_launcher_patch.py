@@ -114,3 +114,20 @@ def test_import_never_exits_or_needs_a_token(tmp_path: Path) -> None:
     """, tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "MeshGuardGateway False"
+
+
+@pytest.mark.autogpt
+@pytest.mark.skipif(not autogpt_available(), reason="needs .venv-autogpt with AutoGPT 0.2.2 (scripts/setup.sh)")
+def test_patch_a_mapping_failure_refuses_instead_of_crashing_the_loop(tmp_path: Path) -> None:
+    result = run_python(str(AUTOGPT_PYTHON), """
+        import meshguard_autogpt as mg
+        mg._prepare_scripted_environment()
+        import autogpt.agent.agent as agent_mod
+        broken = {"write_to_file": {"action": "write:{place}", "resource": 42}}  # not validated: passed in directly
+        mg.patch_autogpt(mg.MeshGuardGateway("http://127.0.0.1:9", "t", verbose=False), broken)
+        print(agent_mod.execute_command(None, "write_to_file", {"filename": "x.txt", "text": "x"}, None))
+    """, tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "MeshGuard refused command 'write_to_file'" in result.stdout
+    assert "could not map this command (AttributeError" in result.stdout
+    assert not (tmp_path / "auto_gpt_workspace" / "x.txt").exists()
