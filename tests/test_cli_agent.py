@@ -113,6 +113,10 @@ def test_agent_list_show_by_name_and_id(cli: Run, gateway: LiveGateway) -> None:
     row = next(line for line in r.stdout.splitlines() if line.startswith(agent_id))
     assert "lister" in row and "trusted" in row and "active" in row
 
+    r = cli("--json", "agent", "list", "--trust", "trusted")  # global options go before the noun too
+    assert [a["name"] for a in json.loads(r.stdout)["agents"]] == ["lister"]
+    r = cli("agent", "list", "--quiet")
+    assert r.stdout.splitlines() == ["lister", "other"]
     r = cli("agent", "list", "--trust", "trusted", "--json")
     assert [a["name"] for a in json.loads(r.stdout)["agents"]] == ["lister"]
 

@@ -184,3 +184,16 @@ def test_config_output_format_json_makes_reads_json(tmp_path: Path) -> None:
     run_cli("config", "set", "output-format", "json", home=tmp_path, cwd=tmp_path)
     r = run_cli("config", "list", home=tmp_path, cwd=tmp_path)
     assert json.loads(r.stdout)["settings"]["output-format"]["value"] == "json"
+
+
+def test_the_meshguard_script_and_python_m_are_the_same_command(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "meshguard"
+    if not script.exists():
+        pytest.skip("the `meshguard` console script is not installed next to this interpreter")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGUARD_")}
+    env["HOME"] = str(tmp_path)
+    via_script = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env, timeout=60)
+    via_module = run_cli("--help", home=tmp_path, cwd=tmp_path)
+    assert via_script.returncode == via_module.returncode == 0
+    assert via_script.stdout == via_module.stdout
+    assert via_script.stdout.startswith("Usage: meshguard ")
