@@ -553,11 +553,14 @@ class MeshGuardGateway:
         try:
             resp = self.session.post(f"{self.url}/proxy/governance/record", json=payload,
                                      timeout=min(self.timeout, _RECORD_TIMEOUT))  # fmt: skip
-        except requests.RequestException:
+        except requests.RequestException as exc:
+            self._print(f"could not record the outcome of {action} ({type(exc).__name__}); its decision is audited")
             return False
         ok = resp.status_code in (200, 201)
         if ok:
             self.stats["recorded"] += 1
+        else:
+            self._print(f"could not record the outcome of {action} (HTTP {resp.status_code}); its decision is audited")
         return ok
 
     # -- run something governed -------------------------------------------------------------
