@@ -554,13 +554,13 @@ class MeshGuardGateway:
             resp = self.session.post(f"{self.url}/proxy/governance/record", json=payload,
                                      timeout=min(self.timeout, _RECORD_TIMEOUT))  # fmt: skip
         except requests.RequestException as exc:
-            self._print(f"could not record the outcome of {action} ({type(exc).__name__}); its decision is audited")
+            self._print(f"could not record the outcome of {action} ({type(exc).__name__})")
             return False
         ok = resp.status_code in (200, 201)
         if ok:
             self.stats["recorded"] += 1
         else:
-            self._print(f"could not record the outcome of {action} (HTTP {resp.status_code}); its decision is audited")
+            self._print(f"could not record the outcome of {action} (HTTP {resp.status_code})")
         return ok
 
     # -- run something governed -------------------------------------------------------------
