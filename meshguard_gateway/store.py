@@ -453,6 +453,35 @@ class _Writer:
                 pass
 
 
+class _Checkpointer:
+    """Copies the WAL back into the database file every second (PASSIVE: never blocks the writer
+    or readers), so that the writer's commits do not pay for checkpoints."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], db_path: Path) -> None:
+        self._connect = connect
+        self._db_path = db_path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meshguard-store-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy or I/O trouble: the next round tries again
+                    log.debug("database %s: checkpoint skipped: %s", self._db_path, exc)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 class SQLiteStore:
     """`Store` on one SQLite file (WAL). Reads use per-thread connections; writes use `_Writer`."""
 
@@ -460,6 +489,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._synchronous = synchronous
         self._writer: _Writer | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -484,12 +514,16 @@ class SQLiteStore:
             if str(mode).lower() != "wal":
                 raise StoreError(f"database {self.path}: cannot switch to WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # Checkpoints run in their own thread (below), not inside a commit a request waits for;
+            # the automatic one stays as a safety net at a larger size.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
             self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"database {self.path} is not usable: {exc}; check the file or pass another --db") from exc
         except OSError as exc:
             raise StoreError(f"database {self.path} cannot be created: {exc.strerror or exc}") from exc
         self._writer = _Writer(conn, self.path)
+        self._checkpointer = _Checkpointer(self._connect, self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -516,6 +550,9 @@ class SQLiteStore:
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         if writer is not None:
             await asyncio.to_thread(writer.stop)
             writer._conn.close()
