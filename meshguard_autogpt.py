@@ -201,7 +201,8 @@ class AgentRevokedError(SystemExit):
         what = f" before running '{self.command}'" if self.command else ""
         return (
             f"the MeshGuard gateway rejected this agent's token ({self.reason}); AutoGPT was stopped{what}. "
-            "Issue a new token (meshguard agent token NAME) or create a new agent, then start again."
+            "A revoked agent stays revoked: create a new one (meshguard agent create NAME --tags autogpt); "
+            "an expired token: issue a new one (meshguard agent token NAME). Then start again."
         )
 
 
@@ -1671,7 +1672,8 @@ def _run(autogpt_args: list[str]) -> int:
         problem = gw.token_problem()
         if problem is not None:
             raise AgentRevokedError(f"the MeshGuard gateway {url} rejects this agent's token ({problem}); AutoGPT was "
-                                    "not started. Issue a new one (meshguard agent token NAME) and set MESHGUARD_TOKEN")  # fmt: skip
+                                    "not started. Set MESHGUARD_TOKEN to a valid token (meshguard agent token NAME; "
+                                    "a revoked agent needs a new agent: meshguard agent create NAME --tags autogpt)")  # fmt: skip
         globals()["gateway"] = gw
         info = patch_autogpt(gw, action_map)
         if scripted:
