@@ -45,7 +45,7 @@ def py_spy() -> str | None:
 
 
 def record(pid: int, seconds: float, out: Path, gil: bool = False) -> Path:
-    """Sample process `pid` for `seconds` at 100 Hz, every thread that is not idle.
+    """Sample process `pid` for `seconds` at 250 Hz, every thread that is not idle.
 
     With `gil`, only samples of the thread holding the GIL: the Python work that cannot run in
     parallel, which is what bounds a single-process Python server.
@@ -54,7 +54,7 @@ def record(pid: int, seconds: float, out: Path, gil: bool = False) -> Path:
     if tool is None:
         raise FileNotFoundError("py-spy is not installed; run: .venv/bin/uv pip install --python .venv/bin/python py-spy")
     subprocess.run(
-        [tool, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "100", "-f", "raw",
+        [tool, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw",
          "-o", str(out), "--nonblocking", "--threads", "--full-filenames", *(["--gil"] if gil else [])],
         check=True, capture_output=True, timeout=seconds + 60,
     )  # fmt: skip

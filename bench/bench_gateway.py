@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         results["peers"].append(measure_peer(kind, s))
     for mode in modes:
         print(f"[bench_gateway] gateway, {mode} ...", file=sys.stderr, flush=True)
-        prof = 5.0 if (args.profile and mode == "commit") else 0.0
+        prof = 6.0 if (args.profile and mode == "commit") else 0.0
         results["gateways"].append(measure_gateway(mode, s, prof))
     text = render(results)
     print(text)
