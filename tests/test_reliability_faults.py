@@ -26,6 +26,7 @@ from tests.reliability import faults
 from tests.reliability.faults import ALLOW_BODY, FaultServer, fault_server
 from tests.reliability.driver import Driver, start_driver
 from tests.reliability.figures import record
+from tests.reliability.soak import scale
 
 pytestmark = [
     pytest.mark.autogpt,
@@ -235,6 +236,7 @@ def test_connection_broken_mid_answer_refuses(driver: Driver, behavior: faults.B
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_real_gateway_stopped_mid_run(driver: Driver, start_gateway: Callable[..., LiveGateway], how: int) -> None:
+    """The gateway process goes away between two commands: the second never runs."""
     gw = start_gateway()
     _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
     first, second = fresh_name(), fresh_name()
@@ -247,6 +249,51 @@ def test_real_gateway_stopped_mid_run(driver: Driver, start_gateway: Callable[..
     gw.stop(how)
     refused = driver.run(gw.url, write(second), token=token)
     assert_refused(driver, refused, second, "could not be reached", FAIL_CLOSED)
+
+
+def test_real_gateway_frozen_answers_after_the_timeout(driver: Driver, start_gateway: Callable[..., LiveGateway]) -> None:
+    """SIGSTOP the real gateway: the kernel still accepts the connection, nothing answers. The
+    launcher gives up after its timeout; when the gateway is resumed it decides (allow) and audits a
+    check nobody waits for any more. The command must still not have run."""
+    gw = start_gateway()
+    _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
+    name = fresh_name()
+    gw.proc.send_signal(signal.SIGSTOP)
+    try:
+        refused = driver.run(gw.url, write(name), token=token)
+    finally:
+        gw.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 15
+    late: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not late:  # the resumed gateway decides the stale request
+        entries = gw.admin("GET", "/admin/audit", params={"kind": "check", "order": "asc"}).json()["entries"]
+        late = [e for e in entries if e["resource"] == name]
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert_refused(driver, refused, name, "did not answer within", FAIL_CLOSED)
+    assert [e["decision"] for e in late] == ["allow"]  # the late allow exists, and was not obeyed
+    assert late[0]["outcome"] is None  # nothing ran, so nothing was recorded against it
+
+
+def test_random_fault_sequence(driver: Driver, request: pytest.FixtureRequest) -> None:
+    """Faults one after another in random order, as a flaky network would serve them (soak: many)."""
+    import random
+
+    rounds = scale(request.config, 12, 300)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    menu: list[tuple[str, faults.Behavior]] = [(n, b) for n, b, _ in ERROR_ANSWERS] + [(n, b) for n, b in BROKEN] + [
+        (n, faults.answer(st, body)) for n, st, body, _ in CONTRADICTIONS] + [("hang", faults.hang),
+        ("late allow", faults.late(TIMEOUT + 0.5))]  # fmt: skip
+    for i in range(rounds):
+        label, behavior = rng.choice(menu)
+        name = fresh_name()
+        with fault_server(behavior) as server:
+            answer = driver.run(server.url, write(name))
+        try:
+            assert_refused(driver, answer, name)
+        except AssertionError as exc:
+            raise AssertionError(f"round {i} ({label}), seed {seed}: {exc}") from None
 
 
 def test_fault_server_itself_plays_each_fault() -> None:
