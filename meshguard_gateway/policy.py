@@ -356,8 +356,9 @@ def _kind(node: Node) -> str:
 class _Parser:
     """Walks a composed YAML tree so that every problem keeps its line and column."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, text: str = "") -> None:
         self.source = source
+        self.yaml_text = text
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.constructor = yaml.constructor.SafeConstructor()
@@ -365,15 +366,11 @@ class _Parser:
     # -- reporting
 
     def problem(self, node: Node | None, message: str, *, rule: str | None = None, key: str | None = None) -> None:
-        line = col = None
-        if node is not None:
-            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        line, col = _where(self.yaml_text, node.start_mark) if node is not None else (None, None)
         self.problems.append(Problem(self.source, message, line, col, rule, key))
 
     def warn(self, node: Node | None, message: str, *, key: str | None = None) -> None:
-        line = col = None
-        if node is not None:
-            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        line, col = _where(self.yaml_text, node.start_mark) if node is not None else (None, None)
         self.warnings.append(Problem(self.source, message, line, col, None, key))
 
     # -- helpers
@@ -409,7 +406,7 @@ class _Parser:
             name = knode.value
             full = f"{key}.{name}" if key else name
             if name in out:
-                first = out[name][0].start_mark.line + 1
+                first = _where(self.yaml_text, out[name][0].start_mark)[0]
                 self.problem(knode, f"duplicate key '{name}' (first given on line {first})", rule=rule, key=full)
                 continue
             if name not in known:
@@ -703,11 +700,21 @@ class _Parser:
             resource_pattern=resource_pattern,
             sandbox=sandbox,
             rate_limit=rate_limit,
-            line=node.start_mark.line + 1,
+            line=_where(self.yaml_text, node.start_mark)[0],
         )
 
 
 _MAX_DEPTH = 64
+
+
+def _where(text: str, mark: Any) -> tuple[int, int]:
+    """1-based (line, column) of a YAML mark, counting lines by '\\n' as editors and
+    grep do (YAML also breaks lines at NEL, U+2028 and U+2029)."""
+    index = getattr(mark, "index", None)
+    if not isinstance(index, int) or not 0 <= index <= len(text):
+        return mark.line + 1, mark.column + 1
+    start = text.rfind("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, index - start + 1
 
 
 def _too_deep(text: str) -> Any:
@@ -727,29 +734,37 @@ def _too_deep(text: str) -> Any:
 
 
 def _parse(text: str, source: str) -> tuple[Policy | None, list[Problem]]:
-    parser = _Parser(source)
+    parser = _Parser(source, text)
     try:
         too_deep = _too_deep(text)
         if too_deep is not None:
             return None, [Problem(source, f"nested more than {_MAX_DEPTH} levels deep; a policy needs a handful",
-                                  too_deep.line + 1, too_deep.column + 1)]
+                                  *_where(text, too_deep))]
         nodes = list(yaml.compose_all(text, Loader=_loader_class()))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem and exc.context_mark is not None and exc.context_mark is not mark:
             cm = exc.context_mark
-            what += f" ({exc.context} started at line {cm.line + 1}, column {cm.column + 1})"
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
+            cline, ccol = _where(text, cm)
+            what += f" ({exc.context} started at line {cline}, column {ccol})"
+        line, col = _where(text, mark) if mark is not None else (None, None)
         return None, [Problem(source, f"YAML syntax error: {what}", line, col)]
-    except yaml.YAMLError as exc:  # e.g. a reader error on a bad character
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        pos = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        ch = exc.character
+        code = f"#x{ch:04x}" if isinstance(ch, int) else f"#x{ord(ch):04x}" if ch else "?"
+        return None, [Problem(source, f"YAML syntax error: character {code} is not allowed in YAML ({exc.reason})",
+                              line, col)]
+    except yaml.YAMLError as exc:
         return None, [Problem(source, f"YAML error: {exc}")]
     if not nodes or nodes[0] is None:
         return None, [Problem(source, "the file is empty; a policy needs at least 'name' and 'rules'")]
     if len(nodes) > 1:
         second = nodes[1]
-        line = second.start_mark.line + 1 if second is not None else None
+        line = _where(text, second.start_mark)[0] if second is not None else None
         return None, [Problem(source, "one policy per file: found more than one YAML document ('---')", line)]
     policy = parser.policy(nodes[0], text)
     problems = sorted(parser.problems, key=lambda p: (p.line or 0, p.column or 0))

@@ -271,8 +271,8 @@ VALIDATION_CASES = [
     ),
     pytest.param(
         "name: p\nrules: []\nx: \x00\n",
-        ["p.yaml: YAML error: unacceptable character #x0000: control characters are not allowed\n"
-         "  in \"<unicode string>\", position 21"],
+        ["p.yaml:3:4: YAML syntax error: character #x0000 is not allowed in YAML "
+         "(control characters are not allowed)"],
         id="nul-character",
     ),
     pytest.param(
@@ -495,3 +495,9 @@ def test_policy_deep_nesting_is_an_error_not_a_crash(text: str, where: str | Non
         parse_policy(text, "p.yaml")
     if where is not None:
         assert str(info.value).startswith(f"{where}: nested more than 64 levels deep")
+
+
+def test_policy_lines_are_counted_by_newline_only() -> None:
+    """YAML also breaks lines at NEL (U+0085); editors and grep do not, so neither do we."""
+    text = "name: p\ndescription: \"a\x85b\"\nrules:\n  - effect: block\n    actions: [\"a:b\"]\n"
+    assert problems(text) == ["p.yaml:4:13: rule 1: 'effect' must be 'allow' or 'deny', got text 'block'"]
