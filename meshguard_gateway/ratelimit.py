@@ -13,7 +13,11 @@ The clock is injected: every call takes ``now`` (seconds, e.g. ``time.time()``).
 ``RateLimiter`` is the interface a shared store (Redis, PostgreSQL) can implement later;
 ``check_and_hit`` must be atomic: look at the counters, let the caller choose which
 to hit given what it saw, hit them, all as one step. ``SlidingWindowLimiter`` is the
-in-process implementation (no awaits inside, and a lock for threads).
+in-process implementation (no awaits inside, and a lock for threads). A shared store
+would do the same inside one transaction: read the counters' timestamps with a lock
+(``SELECT ... FOR UPDATE`` on PostgreSQL, ``WATCH``/``MULTI`` on Redis), call ``choose``,
+then append and trim. The keys are tuples of strings and the windows travel with each
+check, so a store needs no knowledge of policies.
 """
 
 from __future__ import annotations
