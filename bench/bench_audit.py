@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -374,6 +375,63 @@ def time_store(db: Path, qs: list[dict[str, Any]], now: float, repeats: int) -> 
     return None
 
 
+# Changes this benchmark tries on the filled database after measuring it as the gateway built it, so
+# that a slow question comes with a measured remedy. (name, SQL to apply it)
+PROPOSED_INDEXES: list[tuple[str, str]] = [
+    ("covering index for the time-window statistics",
+     "CREATE INDEX bench_audit_log_ts_cover ON audit_log (ts, kind, decision, action, agent_id)"),
+]  # fmt: skip
+
+_AGENT_OR = re.compile(r"\(agent_id = '([^']*)' OR agent_name = '([^']*)'\)")
+
+
+def _median_sql(conn: sqlite3.Connection, sql: str, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        conn.execute(sql).fetchall()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def what_if(db: Path, qs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Time the captured SQL of the slower questions with (1) the agent filter on the indexed
+    agent_id only (the name resolved to its id first, as the gateway could do from its agents table),
+    and (2) the proposed indexes. Returns one row per SQL statement that changed."""
+    out: list[dict[str, Any]] = []
+    conn = sqlite3.connect(db)
+    try:
+        ids = dict(conn.execute("SELECT name, id FROM agents").fetchall())
+        for q in qs:
+            for sq in q.get("sql", []):
+                m = _AGENT_OR.search(sq["sql"])
+                if not m or "ORDER BY id" not in sq["sql"]:
+                    continue  # statistics scan a time window: for them the time index is the right one
+                agent_id = ids.get(m.group(2), m.group(1))
+                rewritten = _AGENT_OR.sub(f"agent_id = '{agent_id}'", sq["sql"])
+                plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + rewritten)]
+                out.append({"question": q["label"], "change": "filter on agent_id only (name resolved first)",
+                            "before_ms": _median_sql(conn, sq["sql"]), "after_ms": _median_sql(conn, rewritten),
+                            "plan": plan})  # fmt: skip
+        for name, ddl in PROPOSED_INDEXES:
+            before = {sq["sql"]: _median_sql(conn, sq["sql"]) for q in qs for sq in q.get("sql", [])}
+            t0 = time.perf_counter()
+            conn.execute(ddl)
+            build_s = time.perf_counter() - t0
+            for q in qs:
+                for sq in q.get("sql", []):
+                    plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sq["sql"])]
+                    if plan == sq["plan"]:
+                        continue
+                    out.append({"question": q["label"], "change": f"{name} (built in {build_s:.1f} s)",
+                                "before_ms": before[sq["sql"]], "after_ms": _median_sql(conn, sq["sql"]),
+                                "plan": plan})  # fmt: skip
+            conn.execute(f"DROP INDEX {ddl.split()[2]}")
+    finally:
+        conn.close()
+    return out
+
+
 def export(gw: Gateway, out: Path) -> dict[str, Any]:
     env = {**os.environ, "MESHGUARD_URL": gw.url, "MESHGUARD_ADMIN_TOKEN": ADMIN_TOKEN, "HOME": str(gw.base / "home")}
     cmd = [str(VENV_PY), "-m", "meshguard_gateway", "audit", "export", "--format", "csv", "--output", str(out), "-q"]
@@ -447,6 +505,8 @@ def run(s: dict[str, Any]) -> dict[str, Any]:
         note = time_store(db, qs, now, s["repeats"])
         if note:
             result["notes"].append(note)
+        else:
+            result["what_if"] = what_if(db, qs)
         result["questions"] = qs
     return result
 
@@ -493,6 +553,16 @@ def render(r: dict[str, Any]) -> str:
         lines.append("### SQL behind each question (captured from the store, timed alone, with SQLite's plan)")
         lines.append("")
         lines.append(md_table(["question", "SQL ms", "query plan"], plan_rows))
+        lines.append("")
+    wi = r.get("what_if")
+    if wi:
+        lines.append("### Measured remedies (applied to the same file after the measurements above)")
+        lines.append("")
+        lines.append(md_table(["question", "change", "SQL ms now", "SQL ms with it", "query plan with it"],
+                              [[w["question"], w["change"], fmt_ms(w["before_ms"]), fmt_ms(w["after_ms"]),
+                                "; ".join(w["plan"])] for w in wi]))  # fmt: skip
+        lines.append("")
+        lines.append("Proposed index DDL: " + "; ".join(f"`{ddl}`" for _, ddl in PROPOSED_INDEXES) + ".")
         lines.append("")
     ex = r.get("export")
     if ex:
