@@ -1,8 +1,9 @@
 """The HTTP face of the gateway (FastAPI): routes, JSON in and out, one error shape, metrics.
 
 The contract is docs/http-api.md. The agent-side routes read the raw request (no pydantic models)
-to keep the check path lean; every route still appears in the OpenAPI schema. Every error, ours or
-the framework's (validation, 404, 405), leaves through `_error_response` in one JSON shape.
+to keep the check path lean, and in a running gateway `FastPath` sends them to their handlers
+without the framework's middleware; every route still appears in the OpenAPI schema. Every error,
+ours or the framework's (validation, 404, 405), leaves through `error_response` in one JSON shape.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
 
 from meshguard_gateway import __version__
 from meshguard_gateway.engine import Effect
@@ -325,10 +325,9 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.exception_handler(MeshGuardError)
     async def _meshguard_error(request: Request, exc: MeshGuardError) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
         if exc.status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc)
-        return _error_response(exc, headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -715,12 +714,45 @@ def create_app(gw: Gateway) -> FastAPI:
     async def deny(approval_id: str, request: Request) -> Response:
         return await _decide_approval(approval_id, request, False)
 
-    # The agent-side routes also run as plain Starlette routes placed first, so a check skips
-    # FastAPI's dependency and query parsing; the FastAPI routes above still document them in
-    # /openapi.json (and would serve them, were these removed).
-    app.router.routes[0:0] = [
-        Route("/proxy/governance/check", governance_check, methods=["POST"]),
-        Route("/proxy/check", sdk_check, methods=["GET", "POST"]),
-        Route("/proxy/governance/record", governance_record, methods=["POST"]),
-    ]
+    app.state.fast_routes = {
+        ("POST", "/proxy/governance/check"): governance_check,
+        ("GET", "/proxy/check"): sdk_check,
+        ("POST", "/proxy/check"): sdk_check,
+        ("POST", "/proxy/governance/record"): governance_record,
+    }
     return app
+
+
+def error_response(exc: MeshGuardError) -> Response:
+    """The one error answer (also used by the fast path, which has no FastAPI handlers)."""
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+    return _error_response(exc, headers)
+
+
+class FastPath:
+    """ASGI front for a gateway app: the agent-side routes go straight to their handlers, skipping
+    the framework's middleware, routing and dependency machinery (most of a check's CPU time);
+    every other request goes to the FastAPI app. The handlers are the same functions the FastAPI
+    routes serve (which also document them in /openapi.json), and errors get the same answer."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.routes: dict[tuple[str, str], Any] = app.state.fast_routes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            handler = self.routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                request = Request(scope, receive)
+                try:
+                    response = await handler(request)
+                except MeshGuardError as exc:
+                    response = error_response(exc)
+                except Exception:  # a bug: say so in the log, answer in the one error shape
+                    log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+                    err = MeshGuardError("internal error in the gateway; see its log. Nothing was decided.")
+                    err.code = "internal_error"  # type: ignore[misc]
+                    response = _error_response(err)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -22,7 +22,7 @@ from typing import Any
 import uvicorn
 
 from meshguard_gateway import __version__
-from meshguard_gateway.app import create_app
+from meshguard_gateway.app import FastPath, create_app
 from meshguard_gateway.config import Settings, prepare_state, write_last_gateway
 from meshguard_gateway.errors import MeshGuardError
 from meshguard_gateway.gateway import Gateway, iso
@@ -125,7 +125,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         log.info("state folder %s (admin token and JWT secret files are owner-only)", settings.state_dir)
 
     config = uvicorn.Config(
-        app, log_config=None, log_level=settings.log_level, access_log=False, server_header=False,
+        FastPath(app), log_config=None, log_level=settings.log_level, access_log=False, server_header=False,
         lifespan="off", timeout_graceful_shutdown=10,
     )  # fmt: skip
     server = _Server(config, announce)

@@ -488,3 +488,51 @@ def test_audit_filters_cursor_and_stats(gateway: LiveGateway) -> None:
     assert gateway.admin("GET", "/admin/audit", params={"from": "yesterday-ish"}).status_code == 400
     assert gateway.admin("GET", "/admin/audit/stats", params={"breakdown": "daily"}).status_code == 400
     assert json.loads(json.dumps(stats))  # plain JSON
+
+
+def test_framework_routes_answer_like_the_fast_path(tmp_path: Path) -> None:
+    """In a running gateway `FastPath` serves the agent routes; the FastAPI routes behind it (which
+    document them) must give the same answers, e.g. when the app is mounted elsewhere."""
+    import asyncio
+
+    from meshguard_gateway.app import FastPath, create_app
+    from meshguard_gateway.config import Settings, prepare_state
+    from meshguard_gateway.gateway import Gateway
+    from meshguard_gateway.store import SQLiteStore
+    from tests.conftest import ADMIN_TOKEN, POLICIES
+
+    settings = prepare_state(Settings(state_dir=tmp_path / "s", policies_dir=POLICIES, jwt_secret=JWT_SECRET,
+                                      admin_token=ADMIN_TOKEN, db_path=tmp_path / "m.db"))  # fmt: skip
+
+    async def answers(asgi: object, token: str) -> list[tuple[int, str]]:
+        out = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(asgi), base_url="http://gw") as c:  # type: ignore[arg-type]
+            auth = {"Authorization": f"Bearer {token}"}
+            for resp in [
+                await c.post("/proxy/governance/check", json={"action": "read:web"}, headers=auth),
+                await c.post("/proxy/governance/check", json={"action": "execute:shell"}, headers=auth),
+                await c.post("/proxy/governance/check", content=b"{", headers=auth),
+                await c.post("/proxy/governance/check", json={"action": "read:web"}),
+                await c.get("/proxy/check", headers={**auth, "X-MeshGuard-Action": "send:email"}),
+                await c.get("/proxy/governance/check", headers=auth),
+                await c.post("/proxy/governance/record", json={"action": "read:web"}, headers=auth),
+            ]:
+                out.append((resp.status_code, resp.json().get("decision") or resp.json().get("error")))
+        return out
+
+    async def go() -> None:
+        gw = Gateway(settings, SQLiteStore(settings.database))
+        await gw.start()
+        try:
+            app = create_app(gw)
+            _, token, _ = await gw.create_agent("inproc", "verified", ["autogpt"])
+            plain = await answers(app, token)
+            fast = await answers(FastPath(app), token)
+            assert plain == fast == [
+                (200, "allow"), (403, "deny"), (400, "invalid_request"), (401, "unauthorized"),
+                (403, "deny"), (405, "method_not_allowed"), (201, None),
+            ], (plain, fast)
+        finally:
+            await gw.close()
+
+    asyncio.run(go())
