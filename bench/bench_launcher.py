@@ -119,6 +119,43 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         diff.append((times["g"] - times["u"]) * 1000)
     written = sum(1 for i in range(spec["pairs"]) if (workspace / f"g-{i}.txt").exists())
 
+    # What-if: the outcome record sent from a background thread instead of inline. Between commands
+    # the loop waits until it was sent (outside the timed call), as AutoGPT's next LLM call would.
+    import queue
+    import threading
+
+    inline_record = gateway.record
+    pending: queue.Queue[Any] = queue.Queue()
+
+    def sender() -> None:
+        while True:
+            item = pending.get()
+            if item is None:
+                pending.task_done()
+                return
+            args, kwargs = item
+            inline_record(*args, **kwargs)
+            pending.task_done()
+
+    threading.Thread(target=sender, daemon=True).start()
+    gateway.record = lambda *a, **k: pending.put((a, k)) or True  # type: ignore[method-assign]
+    async_diff = []
+    try:
+        reset_log()
+        for i in range(spec["pairs"] // 2):
+            if i % 100 == 0:
+                reset_log()
+            t_u, _ = call(ungoverned, f"au-{i}.txt")
+            t_g, result = call(governed, f"ag-{i}.txt")
+            pending.join()
+            if result != "File written to successfully.":
+                failures.append(f"ag-{i}: {result[:200]}")
+            async_diff.append((t_g - t_u) * 1000)
+    finally:
+        pending.put(None)
+        pending.join()
+        gateway.record = inline_record  # type: ignore[method-assign]
+
     # The launcher's two calls on their own: where the added time goes.
     check_times, record_times = [], []
     for i in range(spec["peer_calls"]):
@@ -166,6 +203,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "governed_files_written": written,
         "failures": failures[:5],
         "failure_count": len(failures),
+        "whatif_async_record_diff_ms": percentiles(async_diff),
         "launcher_check_ms": percentiles(check_times),
         "launcher_record_ms": percentiles(record_times),
         "peer_requests_ms": percentiles(req_times),
@@ -197,6 +235,25 @@ def _audit_counts(db: Path, trace_id: str) -> dict[str, int]:
         conn.close()
 
 
+def _time_official_sdk(url: str, token: str, trace_id: str, calls: int) -> dict[str, float] | None:
+    """MeshGuard's official SDK (meshguard 0.1.2, httpx) asking the same gateway: what a user who
+    wires the SDK into AutoGPT by hand pays per check. Runs in .venv (the SDK needs httpx >= 0.25)."""
+    try:
+        from meshguard import MeshGuardClient
+    except ImportError:
+        return None
+    client = MeshGuardClient(gateway_url=url, agent_token=token, trace_id=trace_id + "-sdk")
+    times = []
+    for i in range(calls + 20):
+        t0 = time.perf_counter()
+        decision = client.check("write:workspace", "peer.txt")
+        if i >= 20:
+            times.append((time.perf_counter() - t0) * 1000)
+        if not decision.allowed:
+            raise BenchError(f"the official SDK's check was refused: {decision}")
+    return percentiles(times)
+
+
 def run(settings: dict[str, Any]) -> dict[str, Any]:
     if not AUTOGPT_PY.exists():
         raise BenchError(f"{AUTOGPT_PY} not found; run scripts/setup.sh to create .venv-autogpt (AutoGPT 0.2.2)")
@@ -217,6 +274,7 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
             if proc.returncode != 0 or not Path(spec["out"]).exists():
                 raise BenchError(f"launcher worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
             result: dict[str, Any] = json.loads(Path(spec["out"]).read_text())
+            result["peer_sdk_ms"] = _time_official_sdk(gw.url, token, trace_id, settings["peer_calls"])
             result["gateway_rss_mb"] = gw.status()["rss_mb"]
             result["audit_rows_for_trace"] = _audit_counts(gw.db_path, trace_id)
         finally:
@@ -240,9 +298,13 @@ def render(r: dict[str, Any]) -> str:
                        ("**added by governance (per pair)**", "diff_ms"),
                        ("of which: `MeshGuardGateway.check_permission()` alone", "launcher_check_ms"),
                        ("of which: `MeshGuardGateway.record()` alone", "launcher_record_ms"),
+                       ("what-if: added, with record() sent from a background thread", "whatif_async_record_diff_ms"),
                        ("peer: one `requests.Session` POST /proxy/governance/check", "peer_requests_ms"),
-                       ("peer: one `http.client` POST /proxy/governance/check", "peer_http_client_ms")]:  # fmt: skip
-        p = r[key]
+                       ("peer: one `http.client` POST /proxy/governance/check", "peer_http_client_ms"),
+                       ("peer: official `meshguard` SDK 0.1.2 `check()` (GET /proxy/check, httpx)", "peer_sdk_ms")]:  # fmt: skip
+        p = r.get(key)
+        if p is None:
+            continue
         rows.append([label, fmt_ms(p["p50"], 3), fmt_ms(p["p90"], 3), fmt_ms(p["p99"], 3), fmt_ms(p["max"], 3)])
     lines.append(md_table(["what", "median ms", "p90 ms", "p99 ms", "max ms"], rows))
     lines.append("")
