@@ -337,3 +337,23 @@ def test_audit_tail_follow_survives_a_gateway_restart(start_gateway: Callable[..
     assert rc == 0, stderr
     assert "Retrying every" in stderr and "answers again" in stderr
     assert follower.lines.empty()
+
+
+@pytest.mark.parametrize(
+    ("text", "end", "expected"),
+    [
+        ("2026-01-31", False, "2026-01-31T00:00:00.000Z"),
+        ("2026-01-31", True, "2026-02-01T00:00:00.000Z"),  # --to a date: the whole day
+        ("now", True, "2026-11-24T08:30:15.123Z"),  # milliseconds kept: nothing of this second is cut off
+        ("2h", False, "2026-11-24T06:30:15.123Z"),
+        ("1.5d", False, "2026-11-22T20:30:15.123Z"),
+        ("2026-01-27T09:30:00+02:00", False, "2026-01-27T07:30:00.000Z"),
+    ],
+)
+def test_parse_when(text: str, end: bool, expected: str) -> None:
+    from datetime import datetime, timezone
+
+    from meshguard_gateway.cli.audit import parse_when
+
+    now = datetime(2026, 11, 24, 8, 30, 15, 123456, tzinfo=timezone.utc)
+    assert parse_when(text, now=now, end=end) == expected

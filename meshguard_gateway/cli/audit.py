@@ -46,8 +46,12 @@ _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_when(value: str, *, now: datetime | None = None) -> str:
-    """`2026-01-27`, an ISO-8601 time, `now`, or an age like `15m`, `2h`, `7d` -> ISO-8601 UTC."""
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_when(value: str, *, now: datetime | None = None, end: bool = False) -> str:
+    """`2026-01-27`, an ISO-8601 time, `now`, or an age like `15m`, `2h`, `7d` -> ISO-8601 UTC
+    (milliseconds kept). As an end (``--to``), a bare date means the whole of that day."""
     now = now or datetime.now(timezone.utc)
     text = value.strip()
     match = _RELATIVE.match(text.lower())
@@ -65,11 +69,14 @@ def parse_when(value: str, *, now: datetime | None = None) -> str:
             ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if end and _DATE_ONLY.match(text):
+            moment += timedelta(days=1)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    return parse_when(value) if value else None
+    return parse_when(value, end=param.name == "to") if value else None
 
 
 def _decision(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
