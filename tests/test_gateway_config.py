@@ -142,3 +142,18 @@ def test_gateway_status(gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch, t
     assert json.loads(as_json.output)["status"] == "healthy"
     down = runner.invoke(main, ["gateway", "status", "--url", "http://127.0.0.1:9"])
     assert down.exit_code == 5
+
+
+def test_gateway_stop(start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> None:
+    gw = start_gateway()
+    runner = CliRunner()
+    result = runner.invoke(main, ["gateway", "stop", "--state-dir", str(gw.state_dir)])
+    assert result.exit_code == 0, result.output
+    assert "stopped the gateway" in result.output
+    assert gw.proc.wait(10) == 0 and not (gw.state_dir / "gateway.json").exists()
+    again = runner.invoke(main, ["gateway", "stop", "--state-dir", str(gw.state_dir)])
+    assert again.exit_code == 0 and "no gateway is running" in again.output
+    # a file left by a crashed gateway is cleaned up, and nothing is signalled
+    (gw.state_dir / "gateway.json").write_text(json.dumps({"url": gw.url, "pid": 2**22 + 12345}))
+    stale = runner.invoke(main, ["gateway", "stop", "--state-dir", str(gw.state_dir)])
+    assert stale.exit_code == 0 and not (gw.state_dir / "gateway.json").exists()

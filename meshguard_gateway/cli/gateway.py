@@ -77,3 +77,67 @@ def status() -> None:
         if body.get("reason"):
             click.echo(f"reason: {body['reason']}")
     sys.exit(0 if resp.status_code == 200 else 1)
+
+
+def _running_pid(folder: Path) -> int | None:
+    """The pid in folder/gateway.json if that process still runs; a stale file is removed."""
+    info_path = folder / "gateway.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        info_path.unlink(missing_ok=True)  # left behind by a gateway that crashed
+        return None
+    except PermissionError:
+        raise click.ClickException(f"the gateway in {folder} (pid {pid}) belongs to another user") from None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists() and b"meshguard" not in cmdline.read_bytes():
+        info_path.unlink(missing_ok=True)  # the pid was reused by an unrelated process
+        return None
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """Still running (an exited process its parent has not reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+@cli.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="State folder of the gateway (default: MESHGUARD_STATE_DIR, ./.meshguard, the last started).")
+@click.option("--wait", "wait_seconds", type=float, default=15.0, show_default=True,
+              help="Seconds to wait for it to finish in-flight requests and exit.")
+def stop(state_dir: Path | None, wait_seconds: float) -> None:
+    """Stop a gateway started with `gateway start` (SIGTERM; exit 0 also when none runs)."""
+    import signal
+    import time
+
+    from meshguard_gateway.cli._settings import state_folder_candidates
+
+    folders = [state_dir] if state_dir is not None else state_folder_candidates()
+    for folder in folders:
+        pid = _running_pid(folder)
+        if pid is None:
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                click.echo(f"stopped the gateway in {folder} (pid {pid})")
+                return
+            time.sleep(0.1)
+        raise click.ClickException(f"the gateway in {folder} (pid {pid}) did not exit within {wait_seconds:g} s")
+    where = str(state_dir) if state_dir is not None else ", ".join(str(f) for f in folders)
+    click.echo(f"no gateway is running (looked in {where})")
