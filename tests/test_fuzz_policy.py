@@ -1,5 +1,7 @@
 """Fuzzing the policy loader: any input loads, or raises PolicyError that says where.
 
+MESHGUARD_SOAK=1 runs ten times the examples.
+
 "Where" is the source name plus a line (and column) for every problem, except for a document with
 no content at all (then the file itself is the location) and undecodable bytes (then the byte
 offset). Nothing else may escape: no YAML exception, no TypeError, no RecursionError, no crash.
@@ -23,7 +25,7 @@ from meshguard_gateway.engine import Agent, Engine, Request
 from meshguard_gateway.errors import PolicyError
 from meshguard_gateway.policy import Policy, PolicySet, load_policies, parse_policies, parse_policy
 from tests.reliability.figures import record
-from tests.reliability.soak import soak
+from tests.reliability.soak import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "policies").glob("*.yaml"))}
@@ -31,17 +33,8 @@ COUNTS = {"cases": 0, "loaded": 0, "refused_with_location": 0}
 AGENT = Agent("agent_0123456789abcdef", "fuzz-bot", "verified", frozenset({"autogpt", "production", "x"}))
 
 
-def _examples(default: int) -> int:
-    return default * 10 if soak_mode else default
-
-
-soak_mode = False
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _mode_and_figures(request: pytest.FixtureRequest) -> Iterator[None]:
-    global soak_mode
-    soak_mode = soak(request.config)
+def _figures() -> Iterator[None]:
     yield
     record("policy_fuzz", fuzz_cases=COUNTS["cases"], loaded=COUNTS["loaded"],
            refused_with_location=COUNTS["refused_with_location"], other_exceptions=0)  # fmt: skip
@@ -162,13 +155,13 @@ def test_seed_policies_load_and_are_usable() -> None:
     assert COUNTS["loaded"] >= len(SEEDS)
 
 
-@settings(max_examples=400, **SETTINGS)
+@settings(max_examples=examples(400), **SETTINGS)
 @given(st.text(max_size=400))
 def test_any_text(text: str) -> None:
     check_text(text)
 
 
-@settings(max_examples=400, **SETTINGS)
+@settings(max_examples=examples(400), **SETTINGS)
 @given(policy_like)
 def test_policy_shaped_yaml(tree: dict) -> None:
     try:
@@ -178,13 +171,13 @@ def test_policy_shaped_yaml(tree: dict) -> None:
     check_text(text)
 
 
-@settings(max_examples=600, **SETTINGS)
+@settings(max_examples=examples(600), **SETTINGS)
 @given(mutated_seed())
 def test_mutated_seed_policies(text: str) -> None:
     check_text(text)
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=examples(100), **SETTINGS)
 @given(st.integers(1, 5000), st.sampled_from(["[", "{", "- ", "a: "]))
 def test_deep_nesting(depth: int, opener: str) -> None:
     if opener in "[{":
@@ -194,7 +187,7 @@ def test_deep_nesting(depth: int, opener: str) -> None:
     check_text(text)
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(st.lists(st.one_of(mutated_seed(), st.binary(max_size=200).map(lambda b: b)), min_size=1, max_size=4))
 def test_load_policies_from_a_folder(tmp_path_factory: pytest.TempPathFactory, items: list) -> None:
     folder = tmp_path_factory.mktemp("fuzzdir")
@@ -221,7 +214,7 @@ def test_load_policies_from_a_folder(tmp_path_factory: pytest.TempPathFactory, i
     COUNTS["loaded"] += 1
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=examples(100), **SETTINGS)
 @given(st.lists(st.sampled_from(sorted(SEEDS)), min_size=2, max_size=4))
 def test_duplicate_names_across_files_are_located(names: list[str]) -> None:
     sources = [(f"{i}-{n}", SEEDS[n]) for i, n in enumerate(names)]
