@@ -63,6 +63,8 @@ APPLIES_TO_KEYS = ("agentIds", "tags", "trustTiers")
 LIMIT_KEYS = ("requestsPerHour", "requestsPerMinute")
 HITL_KEYS = ("requireApproval",)
 
+# Counters keep one timestamp per counted request, so a limit is also a memory bound.
+MAX_LIMIT = 1_000_000
 _SPECIAL = frozenset("*?")
 _FORBIDDEN_IN_PATTERN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _BRACKETS = frozenset("[]{}")
@@ -531,6 +533,10 @@ class _Parser:
             n = self.value(vnode)
             if n <= 0:
                 self.problem(vnode, f"'{name}' must be a positive whole number, got {n}", rule=rule, key=full)
+                continue
+            if n > MAX_LIMIT:
+                self.problem(vnode, f"'{name}' must be at most {MAX_LIMIT:,}, got {n:,} (leave it out for no limit)",
+                             rule=rule, key=full)
                 continue
             values[name] = n
         if len(values) != len(entries):

@@ -215,6 +215,11 @@ VALIDATION_CASES = [
         id="bad-policy-limits",
     ),
     pytest.param(
+        "name: p\nrules: []\nrateLimits: {requestsPerHour: 1000001}\n",
+        ["p.yaml:3:31: 'requestsPerHour' must be at most 1,000,000, got 1,000,001 (leave it out for no limit)"],
+        id="limit-too-large",
+    ),
+    pytest.param(
         "name: p\nrules: []\nrateLimits: {}\n",
         ["p.yaml:3:13: 'rateLimits' is empty; give requestsPerMinute and/or requestsPerHour"], id="empty-limits",
     ),
