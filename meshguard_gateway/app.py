@@ -649,14 +649,8 @@ def create_app(gw: Gateway) -> FastAPI:
     ) -> Response:
         """Audit entries, newest first (or ``order=asc``); follow new ones with ``after=<next_cursor>``."""
         now = time.time()
-        ref = agent
-        if agent:
-            try:
-                ref = gw.find_agent(agent).id
-            except MeshGuardError:
-                ref = agent
         q = AuditQuery(
-            agent=ref, action=action, trace=trace,
+            agent=gw.agent_id_for(agent) if agent else None, action=action, trace=trace,
             decisions=tuple(d.strip() for d in decision.split(",") if d.strip()) if decision else (),
             kinds=tuple(k.strip() for k in kind.split(",") if k.strip()) if kind else (),
             since=_parse_time("from", from_, now), until=_parse_time("to", to, now),

@@ -673,13 +673,15 @@ class Gateway:
 
     async def audit_stats(self, period_hours: float, agent: str | None, hourly: bool) -> AuditStats:
         since = self.clock() - period_hours * 3600.0
-        ref = agent
-        if agent:
-            try:
-                ref = self.find_agent(agent).id
-            except NotFoundError:
-                ref = agent
-        return await self.store.audit_stats(since, ref, hourly)
+        return await self.store.audit_stats(since, self.agent_id_for(agent) if agent else None, hourly)
+
+    def agent_id_for(self, ref: str) -> str:
+        """The id of the agent named or numbered ``ref``; ``ref`` itself when there is none (then
+        an audit filter matches nothing, as it should: agents are never deleted)."""
+        try:
+            return self.find_agent(ref).id
+        except NotFoundError:
+            return ref
 
     async def purge(self) -> int:
         days = self.settings.audit_retention_days

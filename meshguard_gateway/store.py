@@ -125,7 +125,7 @@ class Approval:
 
 @dataclass(frozen=True)
 class AuditQuery:
-    agent: str | None = None  # id or name
+    agent: str | None = None  # agent id (the gateway resolves names)
     action: str | None = None
     decisions: tuple[str, ...] = ()
     trace: str | None = None
@@ -683,8 +683,8 @@ class SQLiteStore:
         where: list[str] = []
         params: list[Any] = []
         if query.agent:
-            where.append("(agent_id = ? OR agent_name = ?)")
-            params += [query.agent, query.agent]
+            where.append("agent_id = ?")
+            params.append(query.agent)
         if query.action:
             if "*" in query.action:
                 where.append("action GLOB ?")
@@ -745,11 +745,12 @@ class SQLiteStore:
         return await self._read(run)
 
     async def audit_stats(self, since: float, agent: str | None, hourly: bool) -> AuditStats:
+        """Counts of checks since ``since`` (for one agent id, or all)."""
         where = "kind = 'check' AND ts >= ?"
         params: list[Any] = [since]
         if agent:
-            where += " AND (agent_id = ? OR agent_name = ?)"
-            params += [agent, agent]
+            where += " AND agent_id = ?"
+            params.append(agent)
 
         def run(c: sqlite3.Connection) -> AuditStats:
             counts = {d: n for d, n in c.execute(f"SELECT decision, COUNT(*) FROM audit_log WHERE {where} "
