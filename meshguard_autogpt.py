@@ -607,18 +607,19 @@ class MeshGuardGateway:
     def report(self, decision: Mapping[str, Any], label: str) -> None:
         """One short console line per decision."""
         target = f"{decision['action']}" + (f" {_short(decision['resource'])}" if decision.get("resource") else "")
+        what = target if label == decision["action"] else f"{label} ({target})"
         by = _by(decision)
         if decision["allowed"]:
             self.stats["allowed"] += 1
             if decision.get("enforced") is False and decision.get("decision") != "allow":
-                self._print(f"audit mode: {label} ({target}) would be {decision.get('decision')}{by}; running it")
+                self._print(f"audit mode: {what} would be {decision.get('decision')}{by}; running it")
             else:
-                self._print(f"allowed {label} ({target}){by}")
+                self._print(f"allowed {what}{by}")
         else:
             self.stats["refused"] += 1
             word = {"deny": "DENIED", "rate_limited": "RATE LIMITED", "approval_required": "NOT APPROVED"}.get(
                 decision["decision"], "REFUSED")  # fmt: skip
-            self._print(f"{word} {label} ({target}): {decision['reason']}{by}")
+            self._print(f"{word} {what}: {decision['reason']}{by}")
 
 
 def _outcome(result: Any) -> str:
