@@ -186,3 +186,36 @@ def _crash_cycles(start_gateway: Callable[..., LiveGateway], gw: LiveGateway, to
         assert again.status_code == 200, again.text
         assert again.json()["decision_id"] in audited(gw)
         totals["crashes_survived"] += 1
+
+
+LIMIT_POLICY = """\
+name: limit-policy
+version: "1.0"
+appliesTo:
+  tags: [crash]
+rules:
+  - effect: allow
+    actions: ["read:*"]
+defaultEffect: deny
+rateLimits:
+  requestsPerMinute: 5
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="limitation B7-3 (/tmp/team/bugs.md): rate-limit counters live in memory, "
+                                       "so a restarted gateway gives every agent a fresh per-minute budget")  # fmt: skip
+def test_rate_limit_budget_survives_a_restart(start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> None:
+    """An agent that used its per-minute budget must not get a new one because the gateway restarted."""
+    policy = tmp_path / "limit.yaml"
+    policy.write_text(LIMIT_POLICY, encoding="utf-8")
+    db = tmp_path / "meshguard.db"
+    gw = start_gateway(policy, db_path=db)
+    _, token = gw.create_agent("limited-bot", tags=["crash"])
+    before = [gw.check(token, "read:workspace", f"a{i}.txt").status_code for i in range(5)]
+    assert before == [200] * 5
+    assert gw.check(token, "read:workspace", "over.txt").status_code == 429
+    os.kill(gw.proc.pid, signal.SIGKILL)
+    gw.proc.wait()
+    gw = start_gateway(policy, db_path=db)
+    after = gw.check(token, "read:workspace", "after-restart.txt")
+    assert after.status_code == 429, "the restarted gateway admitted a 6th request within the same minute"
