@@ -253,6 +253,12 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX approvals_status ON approvals (status, expires_at);
     CREATE INDEX approvals_binding ON approvals (agent_id, action, status);
     """,
+    # 2: the time index also covers what the statistics count, so a time-window statistic reads
+    # the index only (6x faster on 500,000 rows; bench/bench_audit.py measured the same remedy)
+    """
+    DROP INDEX audit_log_ts;
+    CREATE INDEX audit_log_ts_cover ON audit_log (ts, kind, decision, action, agent_id);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -185,3 +185,32 @@ def test_writes_after_close_fail_cleanly(tmp_path: Path) -> None:
             await store.append_audit(event())
 
     run(go())
+
+
+def test_an_older_database_is_migrated_forward_keeping_its_rows(tmp_path: Path) -> None:
+    from meshguard_gateway.store import _MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO audit_log (ts, kind, action, decision, enforced) VALUES (?, 'check', 'read:x', 'allow', 1)",
+        (time.time(),),
+    )
+    conn.commit()
+    conn.close()
+
+    async def go() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        rows = await store.query_audit(AuditQuery())
+        stats = await store.audit_stats(0, None, hourly=True)
+        await store.close()
+        assert [r.event.action for r in rows] == ["read:x"] and stats.total == 1
+
+    run(go())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+    indexes = {r[1] for r in conn.execute("PRAGMA index_list(audit_log)")}
+    assert "audit_log_ts_cover" in indexes and "audit_log_ts" not in indexes
