@@ -212,19 +212,31 @@ class _Index:
     wildcard are bucketed by their literal prefix (the text before the first wildcard);
     for a subject we look up each of its prefixes whose length some bucket has, so the
     work grows with the number of distinct prefix lengths, not with the number of
-    rules. Patterns starting with a wildcard (``*:email``) have the empty prefix and
-    are tried for every subject.
+    rules. Patterns that start with a wildcard (``*:email``) are bucketed the same way by
+    their literal suffix (the text after the last wildcard). Only patterns that start
+    and end with a wildcard (``*:*``, ``*secret*``) are tried for every subject.
     """
 
     def __init__(self, entries: Iterable[_Entry]) -> None:
         self.exact: dict[str, list[_Entry]] = {}
         self.prefixed: dict[str, list[_Entry]] = {}
+        self.suffixed: dict[str, list[_Entry]] = {}
+        self.anywhere: list[_Entry] = []
         for e in entries:
+            text = e.pattern.text
             if e.pattern.regex is None:
-                self.exact.setdefault(e.pattern.text, []).append(e)
-            else:
+                self.exact.setdefault(text, []).append(e)
+            elif e.pattern.prefix:
                 self.prefixed.setdefault(e.pattern.prefix, []).append(e)
-        self.lengths = tuple(sorted({len(p) for p in self.prefixed}))
+            else:
+                last = max(text.rfind("*"), text.rfind("?"))
+                suffix = text[last + 1:]
+                if suffix:
+                    self.suffixed.setdefault(suffix, []).append(e)
+                else:
+                    self.anywhere.append(e)
+        self.prefix_lengths = tuple(sorted({len(p) for p in self.prefixed}))
+        self.suffix_lengths = tuple(sorted({len(p) for p in self.suffixed}))
 
     def candidates(self, subject: str) -> Iterable[_Entry]:
         hit = self.exact.get(subject)
@@ -232,7 +244,7 @@ class _Index:
             yield from hit
         n = len(subject)
         prefixed = self.prefixed
-        for length in self.lengths:
+        for length in self.prefix_lengths:
             if length > n:
                 break
             bucket = prefixed.get(subject[:length])
@@ -240,6 +252,18 @@ class _Index:
                 for e in bucket:
                     if e.pattern.matches(subject):
                         yield e
+        suffixed = self.suffixed
+        for length in self.suffix_lengths:
+            if length > n:
+                break
+            bucket = suffixed.get(subject[n - length:])
+            if bucket:
+                for e in bucket:
+                    if e.pattern.matches(subject):
+                        yield e
+        for e in self.anywhere:
+            if e.pattern.matches(subject):
+                yield e
 
 
 # --------------------------------------------------------------------------- engine
