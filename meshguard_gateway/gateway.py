@@ -132,6 +132,7 @@ class Gateway:
         self._by_name: dict[str, str] = {}
         self._engine_agents: dict[str, Agent] = {}
         self._policy_lock = asyncio.Lock()
+        self._approval_lock = asyncio.Lock()
         self._waiters: dict[str, asyncio.Event] = {}
         self.started_at = clock()
 
@@ -319,26 +320,27 @@ class Gateway:
                 return await self._check_with_approval(agent, action, resource, context, approval_id, d, decision_id,
                                                        trace, now)  # fmt: skip
             ctx_key = ctx or canonical_context(None)
-            approval = await self.store.find_pending_approval(agent.id, action, resource, ctx_key)
-            if approval is not None and approval.expires_at <= now:
-                await self._expire(approval)
-                approval = None
-            if approval is not None:
-                reason = f"{d.reason}; approval {approval.id} is pending"
-                event = self._event(effect, agent, action, resource, d, reason, decision_id, trace, now, approval.id,
-                                    ctx)  # fmt: skip
-                audit_id = await self.store.append_audit(event)
-            else:
-                approval = Approval(
-                    id="apr_" + secrets.token_hex(12), agent_id=agent.id, agent_name=agent.name, action=action,
-                    resource=resource, context=ctx_key, status="pending", created_at=now,
-                    expires_at=now + self.settings.approval_ttl_seconds, decision_id=decision_id, trace_id=trace,
-                )  # fmt: skip
-                reason = f"{d.reason}; approval {approval.id} was requested"
-                event = self._event(effect, agent, action, resource, d, reason, decision_id, trace, now, approval.id,
-                                    ctx)  # fmt: skip
-                audit_id = await self.store.create_approval(approval, event)
-                log.info("approval %s requested: %s %s %s", approval.id, agent.name, action, resource or "")
+            async with self._approval_lock:  # the same request asked twice at once gets one approval
+                approval = await self.store.find_pending_approval(agent.id, action, resource, ctx_key)
+                if approval is not None and approval.expires_at <= now:
+                    await self._expire(approval)
+                    approval = None
+                if approval is not None:
+                    reason = f"{d.reason}; approval {approval.id} is pending"
+                    event = self._event(effect, agent, action, resource, d, reason, decision_id, trace, now,
+                                        approval.id, ctx)  # fmt: skip
+                    audit_id = await self.store.append_audit(event)
+                else:
+                    approval = Approval(
+                        id="apr_" + secrets.token_hex(12), agent_id=agent.id, agent_name=agent.name, action=action,
+                        resource=resource, context=ctx_key, status="pending", created_at=now,
+                        expires_at=now + self.settings.approval_ttl_seconds, decision_id=decision_id, trace_id=trace,
+                    )  # fmt: skip
+                    reason = f"{d.reason}; approval {approval.id} was requested"
+                    event = self._event(effect, agent, action, resource, d, reason, decision_id, trace, now,
+                                        approval.id, ctx)  # fmt: skip
+                    audit_id = await self.store.create_approval(approval, event)
+                    log.info("approval %s requested: %s %s %s", approval.id, agent.name, action, resource or "")
         else:
             event = AuditEvent(now, "check", agent.id, agent.name, action, resource, effect.value, self.enforce,
                                d.policy, d.rule, reason, trace, decision_id, None, ctx)  # fmt: skip

@@ -182,3 +182,14 @@ def test_nobody_looking_still_expires(start_gateway: Callable[..., LiveGateway],
     while time.monotonic() < deadline and not transitions(gw, apr):
         time.sleep(0.2)  # the background sweep (every 5 s) writes the transition
     assert transitions(gw, apr) == ["approval_expired"]
+
+
+def test_the_same_request_asked_at_once_gets_one_approval(gw: LiveGateway) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, token = gw.create_agent("eager", tags=["ops"])
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: ask(gw, token), range(24)))
+    assert {a.status_code for a in answers} == {403}
+    assert len({a.json()["approval_id"] for a in answers}) == 1
+    assert len(gw.admin("GET", "/admin/approvals", params={"status": "pending"}).json()["approvals"]) == 1
