@@ -127,6 +127,9 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
     config = uvicorn.Config(
         FastPath(app), log_config=None, log_level=settings.log_level, access_log=False, server_header=False,
         lifespan="off", timeout_graceful_shutdown=10,
+        # Agents keep one connection and may pause for a long LLM call between commands; closing
+        # idle connections after uvicorn's 5 s invites a client to send on a socket being closed.
+        timeout_keep_alive=75,
     )  # fmt: skip
     server = _Server(config, announce)
     loop = asyncio.get_running_loop()
