@@ -513,3 +513,32 @@ def test_engine_failed_deny_condition_is_not_given_as_the_reason() -> None:
     e = engine(rules_policy('- effect: deny\n  actions: ["execute:python"]\n  conditions: {sandbox: false}'))
     d = decide(e, "execute:python", context={"sandbox": True})
     assert d.reason == "no rule matches 'execute:python'; default effect of policy 'p' is deny"
+
+
+def _doc_yaml_blocks() -> list[str]:
+    import re
+
+    text = (ROOT / "docs" / "policies.md").read_text(encoding="utf-8")
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+
+
+def test_engine_docs_policy_examples_load_and_mean_what_the_docs_say() -> None:
+    blocks = _doc_yaml_blocks()
+    assert len(blocks) >= 4
+    for block in blocks:
+        if block.startswith("name:"):
+            parse_policy(block, "docs/policies.md")
+        elif block.startswith("rules:"):
+            parse_policy("name: doc\n" + block, "docs/policies.md")
+        else:
+            parse_policy("name: doc\nrules: []\n" + block, "docs/policies.md")
+    full = next(b for b in blocks if b.startswith("name: autogpt-policy"))
+    assert parse_policy(full).to_dict() == load_policies(ROOT / "policies" / "autogpt.yaml").policies[0].to_dict() | {
+        "source": "<string>"
+    }
+    sandbox = engine("name: doc\n" + next(b for b in blocks if "sandbox: false" in b))
+    assert decide(sandbox, "execute:python", context={"sandbox": True}).allowed
+    assert "run code in a container" in decide(sandbox, "execute:python").reason
+    first_match = engine("name: p\n" + next(b for b in blocks if "allow-execute" in b))
+    d = decide(first_match, "execute:shell")
+    assert d.reason == "denied by rule 'deny-shell' (execute:shell) in policy 'p'"
