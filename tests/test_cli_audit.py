@@ -357,3 +357,22 @@ def test_parse_when(text: str, end: bool, expected: str) -> None:
 
     now = datetime(2026, 11, 24, 8, 30, 15, 123456, tzinfo=timezone.utc)
     assert parse_when(text, now=now, end=end) == expected
+
+
+def test_trace_summary_separates_checks_approvals_and_outcomes() -> None:
+    from meshguard_gateway.cli.audit import trace_summary
+
+    ok = {"status": "success", "result": None, "duration_ms": 3}
+    entries = [
+        {"kind": "check", "decision": "allow", "outcome": ok},
+        {"kind": "check", "decision": "deny", "outcome": None},
+        {"kind": "check", "decision": "approval_required", "outcome": None},
+        {"kind": "approval", "decision": "approval_approved", "outcome": None},
+        {"kind": "approval", "decision": "approval_used", "outcome": None},
+        {"kind": "check", "decision": "allow", "outcome": {"status": "error"}},
+        {"kind": "record", "decision": "recorded", "outcome": None},
+    ]
+    assert trace_summary(entries) == (
+        "2 allowed, 1 denied, 1 needed approval; approvals: 1 approved, 1 used; "
+        "1 outcome reported without a check; outcomes: 1 error, 1 success"
+    )

@@ -351,9 +351,11 @@ def trace(trace_id: str) -> None:
         )
     agents = sorted({_agent(e) for e in entries})
     first, last = entries[0].get("timestamp"), entries[-1].get("timestamp")
+    n_checks = sum(1 for e in entries if e.get("kind", "check") == "check")
     if not quiet():
+        extra = f" ({len(entries)} entries)" if n_checks != len(entries) else ""
         print_line(
-            f"Trace {trace_id}: {len(entries)} check{'s' if len(entries) != 1 else ''} by {', '.join(agents)}, "
+            f"Trace {trace_id}: {n_checks} check{'s' if n_checks != 1 else ''}{extra} by {', '.join(agents)}, "
             f"{format_time(first)} to {format_time(last)} UTC"
         )
     print_table(
@@ -372,26 +374,37 @@ def trace(trace_id: str) -> None:
             for i, e in enumerate(entries, start=1)
         ],
     )
+    print_line(f"Summary: {trace_summary(entries)}")
+
+
+def _tally(values: list[str]) -> str:
     counts: dict[str, int] = {}
-    outcomes: dict[str, int] = {}
-    for e in entries:
-        counts[str(e.get("decision"))] = counts.get(str(e.get("decision")), 0) + 1
-        status = (e.get("outcome") or {}).get("status") if isinstance(e.get("outcome"), dict) else None
-        if status:
-            outcomes[str(status)] = outcomes.get(str(status), 0) + 1
-    summary = ", ".join(f"{n} {_decision_word(d, n)}" for d, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+_WORDS = {"allow": "allowed", "deny": "denied", "rate_limited": "rate limited", "approval_required": "needed approval"}
+
+
+def trace_summary(entries: list[dict[str, Any]]) -> str:
+    """`6 allowed, 2 denied; approvals: 1 approved; outcomes: 5 success, 1 error`."""
+    parts = []
+    checks = [_WORDS.get(str(e.get("decision")), str(e.get("decision"))) for e in entries if e.get("kind", "check") == "check"]
+    if checks:
+        parts.append(_tally(checks))
+    approvals = [str(e.get("decision")).removeprefix("approval_") for e in entries if e.get("kind") == "approval"]
+    if approvals:
+        parts.append("approvals: " + _tally(approvals))
+    records = sum(1 for e in entries if e.get("kind") == "record")
+    if records:
+        parts.append(f"{records} outcome{'s' if records != 1 else ''} reported without a check")
+    outcomes = [
+        str(e["outcome"]["status"]) for e in entries if isinstance(e.get("outcome"), dict) and e["outcome"].get("status")
+    ]
     if outcomes:
-        summary += "; outcomes: " + ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items(), key=lambda kv: -kv[1]))
-    print_line(f"Summary: {summary}")
-
-
-def _decision_word(decision: str, n: int) -> str:
-    return {
-        "allow": "allowed",
-        "deny": "denied",
-        "rate_limited": "rate limited",
-        "approval_required": "needed approval",
-    }.get(decision, decision)
+        parts.append("outcomes: " + _tally(outcomes))
+    return "; ".join(parts) or "nothing decided"
 
 
 def _pct(part: Any, total: Any) -> str:
