@@ -338,14 +338,20 @@ def _loader_class() -> type[Any]:
     return loader
 
 
+def _show(value: str, limit: int = 60) -> str:
+    """User text for a message: control characters escaped, long text shortened."""
+    shown = value if len(value) <= limit else value[: limit - 3] + "..."
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", shown)
+
+
 def _kind(node: Node) -> str:
     """What a YAML node is, for 'got ...' in messages."""
     if isinstance(node, MappingNode):
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    tag = node.tag.rsplit(":", 1)[-1]
-    value = node.value
+    tag = _show(node.tag.rsplit(":", 1)[-1])
+    value = _show(str(node.value))
     if tag == "str":
         return f"text '{value}'"
     if tag == "null":
@@ -412,9 +418,10 @@ class _Parser:
                 self.problem(knode, f"duplicate key '{name}' (first given on line {first})", rule=rule, key=full)
                 continue
             if name not in known:
+                full = f"{key}.{_show(name)}" if key else _show(name)
                 self.problem(
                     knode,
-                    f"unknown {unknown_word} '{name}' in {what} (known: {', '.join(known)})",
+                    f"unknown {unknown_word} '{_show(name)}' in {what} (known: {', '.join(known)})",
                     rule=rule,
                     key=full,
                 )
@@ -456,7 +463,7 @@ class _Parser:
             self.problem(node, f"pattern must be text, got {_kind(node)}", rule=rule, key=key)
             return None
         text = node.value
-        what = f"pattern '{text}'"
+        what = f"pattern '{_show(text)}'"
         if not text:
             self.problem(node, "pattern must not be empty", rule=rule, key=key)
             return None
@@ -486,7 +493,7 @@ class _Parser:
         if isinstance(node, ScalarNode) and node.tag.rsplit(":", 1)[-1] == "str":
             self.problem(
                 node,
-                f"'{key}' must be a list of patterns, got {_kind(node)}; write it as a list: ['{node.value}']",
+                f"'{key}' must be a list of patterns, got {_kind(node)}; write it as a list: ['{_show(node.value)}']",
                 rule=rule,
                 key=key,
             )
@@ -612,7 +619,7 @@ class _Parser:
                 if isinstance(item, ScalarNode) and item.value not in TRUST_TIERS and item.value in tiers:
                     self.problem(
                         item,
-                        f"unknown trust tier '{item.value}' (known: {', '.join(TRUST_TIERS)})",
+                        f"unknown trust tier '{_show(item.value)}' (known: {', '.join(TRUST_TIERS)})",
                         key="appliesTo.trustTiers",
                     )
         return AppliesTo(got.get("agentIds"), tiers, got.get("tags"))
@@ -645,7 +652,7 @@ class _Parser:
             for knode, vnode in node.value:  # name the rule by its id in every message
                 if isinstance(knode, ScalarNode) and knode.value == "id" and isinstance(vnode, ScalarNode):
                     if vnode.tag.rsplit(":", 1)[-1] == "str" and vnode.value.strip():
-                        label = f"{index} ('{vnode.value}')"
+                        label = f"{index} ('{_show(vnode.value)}')"
                     break
         entries = self.mapping(node, RULE_KEYS, "a rule", rule=label)
         if entries is None:

@@ -506,3 +506,13 @@ def test_policy_lines_are_counted_by_newline_only() -> None:
     """YAML also breaks lines at NEL (U+0085); editors and grep do not, so neither do we."""
     text = "name: p\ndescription: \"a\x85b\"\nrules:\n  - effect: block\n    actions: [\"a:b\"]\n"
     assert problems(text) == ["p.yaml:4:13: rule 1: 'effect' must be 'allow' or 'deny', got text 'block'"]
+
+
+def test_policy_messages_shorten_and_escape_user_text() -> None:
+    long = "x" * 500
+    assert problems(f"name: p\nrules: []\ndefaultEffect: {long}\n") == [
+        f"p.yaml:3:16: 'defaultEffect' must be 'allow' or 'deny', got text '{'x' * 57}...'"
+    ]
+    assert problems('name: p\nrules:\n  - effect: allow\n    actions: ["a:\\tb"]\n') == [
+        "p.yaml:4:15: rule 1: pattern 'a:\\x09b' contains whitespace or control characters"
+    ]
