@@ -65,7 +65,7 @@ def test_every_operation_fuzzed_no_server_error_and_one_error_shape(
     start_gateway: Callable[..., LiveGateway], request: pytest.FixtureRequest, credentials: str
 ) -> None:
     # the valid credentials reach the most code; without them most cases stop at authentication
-    examples = scale(request.config, 12, 200) if credentials == "valid" else scale(request.config, 5, 60)
+    examples = scale(request.config, 10, 150) if credentials == "valid" else scale(request.config, 4, 40)
     gw = start_gateway()
     agent_id, token = gw.create_agent("fuzz-bot", tags=["autogpt"])
     asked = gw.check(token, "send:email", "boss@example.com")  # a real pending approval to aim at

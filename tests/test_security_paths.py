@@ -206,7 +206,7 @@ paths = st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=7).map("/".join
 prefixed = st.tuples(st.sampled_from(["", "/", "./", "//"]), paths).map("".join)
 
 
-@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150, 20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(prefixed)
 def test_any_combination_is_never_outside_as_workspace(filename: str) -> None:
     check_one(filename)
