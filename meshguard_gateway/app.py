@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshguard_gateway import __version__
 from meshguard_gateway.engine import Effect
-from meshguard_gateway.errors import AuthError, InvalidRequestError, MeshGuardError
+from meshguard_gateway.errors import AuthError, InvalidRequestError, MeshGuardError, NotFoundError
 from meshguard_gateway.gateway import CheckResult, Gateway, iso, valid_trace_id
 from meshguard_gateway.identity import InvalidTokenError, admin_token_matches
 from meshguard_gateway.store import AgentRecord, Approval, AuditEntry, AuditQuery
@@ -44,6 +44,26 @@ class PayloadTooLargeError(MeshGuardError):
 class MethodNotAllowedError(MeshGuardError):
     code = "method_not_allowed"
     status = 405
+
+
+class InternalError(MeshGuardError):
+    """A bug in the gateway (never the client's input): logged with its traceback."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self) -> None:
+        super().__init__("internal error in the gateway; see its log. Nothing was decided.")
+
+
+class HTTPStatusError(MeshGuardError):
+    """Any other status the framework raises, in the one error shape."""
+
+    code = "http_error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,24 +360,19 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        err: MeshGuardError
         if exc.status_code == 404:
-            err: MeshGuardError = MeshGuardError(
-                f"no route {request.method} {request.url.path}; see /docs for the API"
-            )
-            err.code, err.status = "not_found", 404  # type: ignore[misc]
+            err = NotFoundError(f"no route {request.method} {request.url.path}; see /docs for the API")
         elif exc.status_code == 405:
             err = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}; see /docs")
         else:
-            err = MeshGuardError(str(exc.detail))
-            err.code, err.status = "http_error", exc.status_code  # type: ignore[misc]
+            err = HTTPStatusError(exc.status_code, str(exc.detail))
         return _error_response(err, exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        err = MeshGuardError("internal error in the gateway; see its log. Nothing was decided.")
-        err.code = "internal_error"  # type: ignore[misc]
-        return _error_response(err)
+        return _error_response(InternalError())
 
     # ---- admin auth ------------------------------------------------------------------------
 
@@ -744,9 +759,7 @@ class FastPath:
                     response = error_response(exc)
                 except Exception:  # a bug: say so in the log, answer in the one error shape
                     log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-                    err = MeshGuardError("internal error in the gateway; see its log. Nothing was decided.")
-                    err.code = "internal_error"  # type: ignore[misc]
-                    response = _error_response(err)
+                    response = _error_response(InternalError())
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

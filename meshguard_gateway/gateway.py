@@ -123,7 +123,7 @@ class Gateway:
         self.enforce = settings.mode == "enforce"
         # AUDIT_DURABILITY=deferred answers before the audit row commits (a crash can lose the last
         # batch). Only for measuring what durability costs; the default commits first.
-        self._deferred = settings.audit_durability == "deferred" and hasattr(store, "append_audit_nowait")
+        self._deferred = settings.audit_durability == "deferred"
         self.tokens = TokenIssuer(settings.jwt_secret, settings.token_ttl_hours)
         self.policies_path = Path(settings.policies_dir)
         self.engine = Engine(PolicySet(), limiter=SlidingWindowLimiter())
