@@ -536,3 +536,33 @@ def test_framework_routes_answer_like_the_fast_path(tmp_path: Path) -> None:
             await gw.close()
 
     asyncio.run(go())
+
+
+def test_health_is_503_when_the_database_is_not_usable(tmp_path: Path) -> None:
+    import asyncio
+
+    from meshguard_gateway.app import create_app
+    from meshguard_gateway.config import Settings, prepare_state
+    from meshguard_gateway.gateway import Gateway
+    from meshguard_gateway.store import SQLiteStore
+    from tests.conftest import ADMIN_TOKEN, POLICIES
+
+    settings = prepare_state(Settings(state_dir=tmp_path / "s", policies_dir=POLICIES, jwt_secret=JWT_SECRET,
+                                      admin_token=ADMIN_TOKEN, db_path=tmp_path / "m.db"))  # fmt: skip
+
+    async def go() -> None:
+        gw = Gateway(settings, SQLiteStore(settings.database))
+        await gw.start()
+        _, token, _ = await gw.create_agent("orphan", "verified", ["autogpt"])
+        app = create_app(gw)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:
+            assert (await c.get("/health")).status_code == 200
+            await gw.store.close()  # the database goes away under a running app
+            health = await c.get("/health")
+            assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+            assert "database" in health.json()["reason"]
+            check = await c.post("/proxy/governance/check", json={"action": "read:web"},
+                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            assert check.status_code == 503 and check.json()["error"] == "store_unavailable"  # fail closed
+
+    asyncio.run(go())

@@ -157,3 +157,13 @@ def test_gateway_stop(start_gateway: Callable[..., LiveGateway], tmp_path: Path)
     (gw.state_dir / "gateway.json").write_text(json.dumps({"url": gw.url, "pid": 2**22 + 12345}))
     stale = runner.invoke(main, ["gateway", "stop", "--state-dir", str(gw.state_dir)])
     assert stale.exit_code == 0 and not (gw.state_dir / "gateway.json").exists()
+
+
+def test_deferred_durability_still_writes_every_row(start_gateway: Callable[..., LiveGateway]) -> None:
+    gw = start_gateway(env={"AUDIT_DURABILITY": "deferred"})
+    _, token = gw.create_agent("fast")
+    ids = [gw.check(token, "read:web").json()["decision_id"] for _ in range(20)]
+    gw.stop()  # a clean stop drains the writer
+    gw = start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir)
+    rows = gw.admin("GET", "/admin/audit", params={"kind": "check", "order": "asc"}).json()["entries"]
+    assert [r["decision_id"] for r in rows] == ids
