@@ -231,7 +231,9 @@ def measure_gateway(durability: str, s: dict[str, Any], profile_seconds: float =
             bad = [r for r in out["rates"] if not _is_sustained(r)]
             lo = max((r["offered_rate"] for r in good), default=50.0)
             hi = min([r["offered_rate"] for r in bad] + [sat["throughput"] * 1.05])
-            rate = round(min(hi * 0.999, sat["throughput"] * 0.9), -1)
+            rate = round(sat["throughput"] * 0.9, -1)
+            if rate >= hi * 0.98:  # at or above a rate that already failed: bisect straight away
+                rate = round((lo + hi) / 2, -1)
             for _ in range(s["sustained_tries"]):
                 if rate <= lo:
                     break
