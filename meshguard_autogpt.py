@@ -1712,8 +1712,8 @@ def _farewell(gw: MeshGuardGateway, embedded: EmbeddedGateway | None) -> None:
          f"See every decision: meshguard audit trace {gw.trace_id}")  # fmt: skip
     if embedded is not None:
         pid = f"pid {embedded.pid}" if embedded.pid else "its pid is in gateway.json"
-        _say(f"the embedded gateway keeps running at {embedded.url} ({pid}, state {embedded.state_dir}) so the "
-             f"CLI can read the audit trail; stop it with: kill {embedded.pid or '<pid>'}")  # fmt: skip
+        _say(f"the embedded gateway keeps running at {embedded.url} ({pid}) so the CLI can read the audit trail; "
+             f"stop it with: meshguard gateway stop --state-dir {shlex.quote(str(embedded.state_dir))}")  # fmt: skip
 
 
 if __name__ == "__main__":

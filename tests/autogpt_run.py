@@ -130,6 +130,19 @@ def prepare_run(directory: Path, script: list[dict[str, Any]], *, url: str | Non
     return AutoGPTRun(directory, env)
 
 
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (a detached gateway is reparented, and its parent may not reap it at once)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"
+
+
 def stop_pid(pid: int) -> None:
     """Stop a process we started (the embedded gateway outlives the launcher by design)."""
     try:
@@ -138,9 +151,7 @@ def stop_pid(pid: int) -> None:
         return
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not is_running(pid):
             return
         time.sleep(0.05)
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ import httpx
 import pytest
 
 from meshguard_autogpt import EXIT_REVOKED, SEED_POLICY
-from tests.autogpt_run import REFUSAL, autogpt_available, install_plugin, prepare_run, step, stop_pid
+from tests.autogpt_run import REFUSAL, autogpt_available, install_plugin, is_running, prepare_run, step, stop_pid
 from tests.conftest import LiveGateway
 
 pytestmark = [
@@ -186,7 +188,7 @@ def test_autogpt_embedded_gateway_default(tmp_path: Path) -> None:
         info = json.loads((state / "gateway.json").read_text())
         pid = int(info["pid"])
         assert "started the embedded gateway" in first.stdout
-        assert f"kill {pid}" in first.stdout
+        assert f"pid {pid}" in first.stdout and f"meshguard gateway stop --state-dir {state}" in first.stdout
         assert (run.workspace / "notes.txt").read_text() == "x"
         assert (state / "policies" / "autogpt.yaml").read_text() == SEED_POLICY
         # the gateway outlives AutoGPT: the audit trail of the run is still there to read
@@ -207,6 +209,11 @@ def test_autogpt_embedded_gateway_default(tmp_path: Path) -> None:
         third = run.run()
         assert third.returncode == EXIT_REVOKED
         assert "revoked" in third.stderr and "remove" in third.stderr
+        # the stop command the launcher printed works
+        stop = subprocess.run([sys.executable, "-m", "meshguard_gateway", "gateway", "stop", "--state-dir", str(state)],
+                              capture_output=True, text=True, timeout=60, env={**run.env})  # fmt: skip
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert not is_running(pid)
     finally:
         if pid is None and (state / "gateway.json").exists():
             pid = int(json.loads((state / "gateway.json").read_text())["pid"])
