@@ -608,7 +608,10 @@ def create_app(gw: Gateway) -> FastAPI:
                 if not isinstance(text, str):
                     raise InvalidRequestError("field 'yaml' must be a string holding the policy YAML")
             else:
-                text = yaml.safe_dump(body, sort_keys=False)
+                try:
+                    text = yaml.safe_dump(body, sort_keys=False)
+                except RecursionError:
+                    raise InvalidRequestError("the policy is nested too deeply to be a policy") from None
         else:
             raw = await read_body(request, limit)
             try:

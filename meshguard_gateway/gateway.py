@@ -650,7 +650,7 @@ class Gateway:
             only = self.policies.get(policy)
             if only is None:
                 raise NotFoundError(f"no policy named {policy!r}; list them with `meshguard policy list`")
-            engine = Engine(PolicySet((only,)))
+            engine = self.engine.with_policies(PolicySet((only,)))  # same counters; explain counts nothing
         return engine.explain(Request(agent, action, resource, context), self.clock())
 
     def allowed_for(self, ref: str) -> list[dict[str, Any]]:

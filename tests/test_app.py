@@ -416,6 +416,10 @@ def test_policy_test_counts_nothing_and_audits_nothing(gateway: LiveGateway) -> 
     assert only.status_code == 404
     assert audit(gateway, kind="check") == []
     assert [gateway.check(token, "read:web").status_code for _ in range(30)] == [200] * 30  # full budget left
+    for only in (None, "autogpt-policy"):  # the test sees the live counters, also for one policy
+        spent = gateway.admin("POST", "/admin/policies/test",
+                              json={"agent": "tested", "action": "read:web", "policy": only})  # fmt: skip
+        assert spent.json()["decision"] == "rate_limited", spent.json()
     assert gateway.admin("POST", "/admin/policies/test", json={"agent": "nobody", "action": "read:web"}).status_code == 404
     assert gateway.admin("POST", "/admin/policies/test", json={"agent": "tested"}).status_code == 400
 

@@ -170,3 +170,18 @@ def test_hostile_inputs_never_reach_a_500(gateway: LiveGateway, agent_token: str
     entries = gateway.admin("GET", "/admin/audit", params={"limit": 100}).json()["entries"]
     assert any(e["action"] == "lire:donn\u00e9es" for e in entries)  # unicode survives the round trip
     assert "Traceback" not in gateway.log() and "unexpected error" not in gateway.log()
+
+
+def test_deeply_nested_policies_are_refused(gateway: LiveGateway) -> None:
+    deep_yaml = b"name: x\nrules: " + b"[" * 30000 + b"]" * 30000 + b"\n"
+    resp = gateway.admin("POST", "/admin/policies", content=deep_yaml, headers={"Content-Type": "application/yaml"})
+    assert resp.status_code in (400, 413) and resp.json()["error"] in ("invalid_policy", "payload_too_large")
+    deep = {"name": "x", "rules": []}
+    node: dict = deep
+    for _ in range(900):
+        node["x"] = {}
+        node = node["x"]
+    resp = gateway.admin("POST", "/admin/policies", json=deep)
+    assert resp.status_code == 400, resp.text
+    assert httpx.get(gateway.url + "/health").status_code == 200  # still up
+    assert "Traceback" not in gateway.log()
