@@ -401,6 +401,9 @@ def create_app(gw: Gateway) -> FastAPI:
             "mode": gw.mode,
             "policies": len(gw.policies),
         }
+        if gw.last_reload_error is not None:
+            # still healthy (the last good set decides), but the files on disk are not what is in force
+            body["policy_reload_error"] = gw.last_reload_error.details
         if problem is not None:
             body["reason"] = problem
             return json_response(body, 503)

@@ -570,3 +570,20 @@ def test_health_is_503_when_the_database_is_not_usable(tmp_path: Path) -> None:
             assert check.status_code == 503 and check.json()["error"] == "store_unavailable"  # fail closed
 
     asyncio.run(go())
+
+
+def test_reload_endpoint_with_last_good_semantics(gateway: LiveGateway) -> None:
+    (gateway.policies_dir / "ops.yaml").write_text(APPROVAL_POLICY)
+    ok = gateway.admin("POST", "/admin/policies/reload")
+    assert ok.status_code == 200 and sorted(ok.json()["policies"]) == ["autogpt-policy", "autogpt-production", "ops"]
+    (gateway.policies_dir / "ops.yaml").write_text(APPROVAL_POLICY.replace("effect: deny", "effect: maybe"))
+    bad = gateway.admin("POST", "/admin/policies/reload")
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_policy"
+    assert any("ops.yaml" in e and "maybe" in e for e in bad.json()["errors"])
+    names = [p["name"] for p in gateway.admin("GET", "/admin/policies").json()["policies"]]
+    assert sorted(names) == ["autogpt-policy", "autogpt-production", "ops"]  # still the last good set
+    health = httpx.get(gateway.url + "/health")
+    assert health.status_code == 200 and any("maybe" in e for e in health.json()["policy_reload_error"])
+    (gateway.policies_dir / "ops.yaml").write_text(APPROVAL_POLICY)
+    assert gateway.admin("POST", "/admin/policies/reload").status_code == 200
+    assert "policy_reload_error" not in httpx.get(gateway.url + "/health").json()
