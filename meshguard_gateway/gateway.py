@@ -581,10 +581,12 @@ class Gateway:
                     target = folder / f"{stem}-{n}.yaml"
                     n += 1
             previous = target.read_text(encoding="utf-8") if target.exists() else None
+            reload_error = self.last_reload_error
             await asyncio.to_thread(_atomic_write, target, text)
             try:
                 policies = await self._reload_locked()
             except PolicyError as exc:
+                self.last_reload_error = reload_error  # the files are put back as they were
                 if previous is None:
                     target.unlink(missing_ok=True)
                 else:
@@ -606,11 +608,13 @@ class Gateway:
             if path is None:
                 raise ConflictError(f"policy {name!r} comes from {policy.source}, outside POLICIES_DIR; delete it there")
             text = path.read_text(encoding="utf-8")
+            reload_error = self.last_reload_error
             path.unlink()
             try:
                 await self._reload_locked()
             except PolicyError:
                 await asyncio.to_thread(_atomic_write, path, text)
+                self.last_reload_error = reload_error  # the files are put back as they were
                 raise
         log.info("policy %s deleted (%s)", name, path)
         return policy
