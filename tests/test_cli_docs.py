@@ -66,7 +66,7 @@ def to_script(blocks: list[str]) -> str:
                 line = line[: match.start()]
             command = line.split("  #")[0].rstrip()
             if re.search(r"\btail\b.*(\s-f\b|--follow\b)", command):
-                command = f"timeout --preserve-status -s INT 3 {command}"
+                command = f"timeout --preserve-status -s INT 5 {command}"
             if command.endswith("&"):
                 out.append(command)
                 out.append(

@@ -204,8 +204,16 @@ def tail(
     meshguard audit tail --follow --agent autogpt-agent
     meshguard audit tail -f --decision deny
     """
+    try:
+        _tail(count, follow, _filters(agent=agent, action=action, decision=decision, kind=kind), interval)
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+        # Ctrl-C is how one stops following, even before the first entry arrived: exit 0, quietly.
+
+
+def _tail(count: int, follow: bool, filters: dict[str, Any], interval: float) -> None:
     client = admin_client()
-    filters = _filters(agent=agent, action=action, decision=decision, kind=kind)
     as_json = json_output()
 
     def show(entry: dict[str, Any]) -> None:
@@ -225,31 +233,28 @@ def tail(
         return
     note(f"Following the audit trail of {client.url} (Ctrl-C to stop) ...", quiet=quiet())
     lost = False
-    try:
-        while True:
-            got = 0
-            try:
-                for entry in iter_entries(client, filters, after=cursor):
-                    if lost:
-                        lost = _back(client, cursor)
-                    show(entry)
-                    cursor = max(cursor, _id(entry))
-                    got += 1
-            except NetworkError as exc:
-                # Like `tail -F`: wait for the gateway to come back (ids live in its database,
-                # so resuming after `cursor` still loses nothing and repeats nothing).
-                if not lost:
-                    warn(f"{exc.message} Retrying every {RETRY_SECONDS:g} s; Ctrl-C to stop.")
-                    lost = True
-                time.sleep(RETRY_SECONDS)
-                client = _refollow(client)
-                continue
-            if lost:
-                lost = _back(client, cursor)
-            if got == 0:
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        return  # Ctrl-C is how one stops following: exit 0, no traceback
+    while True:
+        got = 0
+        try:
+            for entry in iter_entries(client, filters, after=cursor):
+                if lost:
+                    lost = _back(client, cursor)
+                show(entry)
+                cursor = max(cursor, _id(entry))
+                got += 1
+        except NetworkError as exc:
+            # Like `tail -F`: wait for the gateway to come back (ids live in its database,
+            # so resuming after `cursor` still loses nothing and repeats nothing).
+            if not lost:
+                warn(f"{exc.message} Retrying every {RETRY_SECONDS:g} s; Ctrl-C to stop.")
+                lost = True
+            time.sleep(RETRY_SECONDS)
+            client = _refollow(client)
+            continue
+        if lost:
+            lost = _back(client, cursor)
+        if got == 0:
+            time.sleep(interval)
 
 
 def _back(client: Any, cursor: int) -> bool:
