@@ -160,30 +160,58 @@ class Decision:
 # --------------------------------------------------------------------------- request checks
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Characters that change how text is displayed rather than what it says: bidirectional overrides and
+# isolates, and Unicode line/paragraph separators. A resource holding them can read as something else
+# in the audit trail and the CLI, so it is refused like a control character.
+_DISGUISE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 _SEGMENTS = re.compile(r"[/\\]")
+
+
+def _path_problem(path: str, obj: str, what: str) -> str | None:
+    """Why `path` (a resource, or the /path part of an action) is not canonical for `obj`, or None.
+
+    Canonical means what the launcher sends: for ``workspace``, a path relative to the workspace with
+    no ``.``/``..``/empty segments; anywhere, no ``..`` segment. A client that skipped canonicalisation
+    is refused, never trusted.
+    """
+    segments = _SEGMENTS.split(path)
+    if ".." in path and ".." in segments:
+        return (
+            f"the {what} '{path}' contains a '..' path segment; resources must be canonical "
+            "(resolve the path first)"
+        )
+    if obj == "workspace" and path != ".":
+        if path.startswith(("/", "~")) or "\\" in path or (len(path) > 1 and path[1] == ":"):
+            return (
+                f"the {what} '{path}' is not a path relative to the workspace; a file outside the workspace "
+                "is 'system' with its absolute real path (e.g. 'write:system' + '/etc/hosts')"
+            )
+        if "" in segments or "." in segments:
+            return f"the {what} '{path}' has an empty or '.' path segment; send the canonical relative path"
+    return None
 
 
 def check_request(action: object, resource: object) -> str | None:
     """Why this action/resource must be refused before any policy is consulted, or None."""
     if not isinstance(action, str) or not action:
         return "the action is missing; give it as 'verb:object' (e.g. 'read:workspace')"
-    if _CONTROL.search(action):
+    if _CONTROL.search(action) or _DISGUISE.search(action):
         return f"the action {action!r} contains control characters"
-    verb, colon, obj = action.partition(":")
+    verb, colon, rest = action.partition(":")
+    obj, slash, action_path = rest.partition("/")
     if not colon or not verb or not obj or "/" in verb:
         return f"the action '{action}' is not 'verb:object' (e.g. 'read:workspace')"
+    if slash:
+        problem = _path_problem(action_path, obj, "path in the action")
+        if problem:
+            return problem
     if resource is None:
         return None
     if not isinstance(resource, str):
         return "the resource must be text"
-    if _CONTROL.search(resource):
+    if _CONTROL.search(resource) or _DISGUISE.search(resource):
         return f"the resource {resource!r} contains control characters; send the canonical resource"
-    if ".." in resource and ".." in _SEGMENTS.split(resource):
-        return (
-            f"the resource '{resource}' contains a '..' path segment; resources must be canonical "
-            "(resolve the path first)"
-        )
-    return None
+    return _path_problem(resource, obj, "resource")
 
 
 # --------------------------------------------------------------------------- index

@@ -328,6 +328,16 @@ def test_engine_every_applicable_policy_must_allow() -> None:
         ("read:workspace", "notes\x00", "contains control characters"),
         ("read:workspace", "a\x7f", "contains control characters"),
         ("read\x1b:workspace", None, "contains control characters"),
+        ("read:workspace", "a\u202etxt.exe", "contains control characters"),
+        ("read:workspace", "a\u2028b", "contains control characters"),
+        ("write:workspace", "/etc/passwd", "is not a path relative to the workspace"),
+        ("write:workspace", "~/.ssh/authorized_keys", "is not a path relative to the workspace"),
+        ("write:workspace", "C:\\Windows\\x", "is not a path relative to the workspace"),
+        ("write:workspace", "notes//today.txt", "empty or '.' path segment"),
+        ("write:workspace", "./notes.txt", "empty or '.' path segment"),
+        ("write:workspace/../../etc/cron.d/x", None, "path in the action"),
+        ("write:workspace//etc/passwd", None, "is not a path relative to the workspace"),
+        ("write:system", "/etc/../etc/passwd", "contains a '..' path segment"),
         ("readworkspace", None, "is not 'verb:object'"),
         (":workspace", None, "is not 'verb:object'"),
         ("read:", None, "is not 'verb:object'"),
@@ -343,10 +353,26 @@ def test_engine_refuses_non_canonical_requests(action: str, resource: str | None
     assert d.policy is None
 
 
-@pytest.mark.parametrize("resource", ["a..b", "...", "notes..txt", "x/..y/z", "https://example.com/a..b"])
+@pytest.mark.parametrize("resource", ["a..b", "...", "notes..txt", "x/..y/z", "docs/a..b/c"])
 def test_engine_accepts_dots_that_are_not_a_parent_segment(resource: str) -> None:
     e = engine(rules_policy('- effect: allow\n  actions: ["*:*"]'))
     assert decide(e, "read:workspace", resource).allowed
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        ("write:workspace", "notes/today.txt"),
+        ("write:workspace", "."),
+        ("write:system", "/etc/hosts"),
+        ("search:web", "C:\\ drive letters explained"),
+        ("browse:web", "https://example.com//double//slashes"),
+        ("write:workspace/notes/today.txt", None),
+    ],
+)
+def test_engine_accepts_canonical_resources(action: str, resource: str | None) -> None:
+    e = engine(rules_policy('- effect: allow\n  actions: ["*:*"]'))
+    assert decide(e, action, resource).allowed
 
 
 # --------------------------------------------------------------------------- the seed policies
