@@ -148,6 +148,33 @@ class Gateway:
         for w in policies.warnings:
             log.warning("policy warning: %s", w)
         log.info("loaded %d policies from %s: %s", len(policies), self.policies_path, ", ".join(policies.names))
+        await self._rebuild_rate_limits()
+
+    REPLAY_LIMIT = 500_000
+
+    async def _rebuild_rate_limits(self) -> None:
+        """Refill the rate-limit windows from the last hour of the audit trail, so that a restart
+        (a crash, a deploy) does not hand every agent a fresh budget. Each check is decided again
+        at its own time, in commit order, which counts exactly what was counted before (under the
+        policies in force now)."""
+        now = self.clock()
+        checks = await self.store.recent_checks(now - 3600.0, self.REPLAY_LIMIT)
+        replayed = 0
+        for ev in checks:
+            agent = self._engine_agents.get(ev.agent_id or "")
+            if agent is None or ev.timestamp > now:
+                continue
+            try:
+                context = json.loads(ev.context) if ev.context else None
+            except ValueError:
+                context = None
+            self.engine.decide(Request(agent, ev.action, ev.resource, context), ev.timestamp)
+            replayed += 1
+        if replayed:
+            log.info("rate limits rebuilt from the last hour of the audit trail (%d checks)", replayed)
+        if len(checks) >= self.REPLAY_LIMIT:
+            log.warning("only the newest %d checks of the last hour were replayed into the rate limits",
+                        self.REPLAY_LIMIT)  # fmt: skip
 
     async def close(self) -> None:
         await self.store.close()

@@ -15,6 +15,7 @@ order and a reader following ``after=<id>`` sees no gaps and no duplicates.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -167,6 +168,8 @@ class Store(Protocol):
     async def append_record(self, record: OutcomeRecord, event: AuditEvent | None) -> int: ...
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]: ...
     async def audit_stats(self, since: float, agent: str | None, hourly: bool) -> AuditStats: ...
+
+    async def recent_checks(self, since: float, limit: int) -> list[AuditEvent]: ...
 
     async def create_approval(self, approval: Approval, check: AuditEvent) -> int: ...
     async def get_approval(self, approval_id: str) -> Approval | None: ...
@@ -497,6 +500,7 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._writer: _Writer | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._lock_fd: int | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -508,23 +512,61 @@ class SQLiteStore:
         conn.execute("PRAGMA busy_timeout = 10000")
         return conn
 
+    def _take_lock(self) -> None:
+        """One gateway per database: agents and rate limits are cached in the process, so a second
+        gateway on the same file would not see the first one's revocations."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"database {self.path}: cannot create {lock_path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"database {self.path} is in use by another gateway (pid {holder}); stop it first "
+                "(`meshguard gateway stop`) or give this one another --db"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
+
     def open_sync(self) -> None:
         """Open (creating with mode 0600 if needed), migrate, start the writer. Idempotent."""
         if self._writer is not None:
             return
+        self._take_lock()
+        try:
+            self._open_locked()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open_locked(self) -> None:
         try:
             if not self.path.exists():
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
                 os.close(fd)
             conn = self._connect()
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"database {self.path}: cannot switch to WAL mode (got {mode!r})")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            # Checkpoints run in their own thread (below), not inside a commit a request waits for;
-            # the automatic one stays as a safety net at a larger size.
-            conn.execute("PRAGMA wal_autocheckpoint = 10000")
-            self._migrate(conn)
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"database {self.path}: cannot switch to WAL mode (got {mode!r})")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                # Checkpoints run in their own thread (below), not inside a commit a request waits
+                # for; the automatic one stays as a safety net at a larger size.
+                conn.execute("PRAGMA wal_autocheckpoint = 10000")
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"database {self.path} is not usable: {exc}; check the file or pass another --db") from exc
         except OSError as exc:
@@ -571,6 +613,7 @@ class SQLiteStore:
                     pass
             self._readers.clear()
         self._local = threading.local()
+        self._release_lock()
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -781,6 +824,23 @@ class SQLiteStore:
             return AuditStats(total=sum(counts.values()), counts=counts, top_denied=top, hourly=buckets)
 
         return await self._read(run)
+
+    async def recent_checks(self, since: float, limit: int) -> list[AuditEvent]:
+        """The newest ``limit`` checks since ``since``, oldest first (to rebuild rate-limit windows)."""
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE kind = 'check' AND ts >= ? ORDER BY id DESC LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        )
+        return [
+            AuditEvent(
+                timestamp=r[0], kind=r[1], agent_id=r[2], agent_name=r[3], action=r[4], resource=r[5],
+                decision=r[6], enforced=bool(r[7]), policy=r[8], rule=r[9], reason=r[10], trace_id=r[11],
+                decision_id=r[12], approval_id=r[13], context=r[14],
+            )  # fmt: skip
+            for r in reversed(rows)
+        ]
 
     # ---- approvals -------------------------------------------------------------------------
 

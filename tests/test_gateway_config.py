@@ -167,3 +167,10 @@ def test_deferred_durability_still_writes_every_row(start_gateway: Callable[...,
     gw = start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir)
     rows = gw.admin("GET", "/admin/audit", params={"kind": "check", "order": "asc"}).json()["entries"]
     assert [r["decision_id"] for r in rows] == ids
+
+
+def test_a_second_gateway_on_the_same_database_is_refused(gateway: LiveGateway, tmp_path: Path) -> None:
+    proc = _start_expecting_failure(tmp_path, "--policies", str(POLICIES), "--db", str(gateway.db_path))
+    assert proc.returncode == 1
+    assert f"in use by another gateway (pid {gateway.proc.pid})" in proc.stderr
+    assert httpx.get(gateway.url + "/health").status_code == 200  # the first one is untouched

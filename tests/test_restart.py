@@ -110,3 +110,13 @@ def test_retention_purges_old_rows_at_start(start_gateway: Callable[..., LiveGat
     entries = gw.admin("GET", "/admin/audit", params={"limit": 100}).json()["entries"]
     assert old not in {e["decision_id"] for e in entries} and entries == []
     assert gw.check(token, "read:web").status_code == 200  # agents are not subject to retention
+
+
+def test_rate_limit_budget_survives_a_crash(start_gateway: Callable[..., LiveGateway]) -> None:
+    gw = start_gateway()
+    _, token = gw.create_agent("sprinter")
+    assert [gw.check(token, "read:web").status_code for _ in range(30)] == [200] * 30
+    gw = _restart(start_gateway, gw, signal.SIGKILL)
+    resp = gw.check(token, "read:web")
+    assert resp.status_code == 429, resp.text  # the windows were rebuilt from the audit trail
+    assert "rate limits rebuilt" in gw.log()
