@@ -293,3 +293,37 @@ def test_a_gateway_that_does_not_answer_exits_5_after_the_timeout(silent_server:
                 env={"HOME": str(tmp_path), "MESHGUARD_URL": silent_server, "MESHGUARD_ADMIN_TOKEN": "t"})  # fmt: skip
     assert r.returncode == 5
     assert f"{silent_server} (from MESHGUARD_URL) did not answer GET /admin/agents within 0.5s" in one_line_error(r)
+
+
+@pytest.fixture
+def failing_gateway() -> Iterator[str]:
+    """A server that answers every request 503 with the gateway's error shape (a broken database)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps({"error": "store_unavailable", "message": "database is locked", "status": 503}).encode()
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_gateway_error_exits_1_with_its_message(failing_gateway: str, tmp_path: Path) -> None:
+    r = run_cli("agent", "list", cwd=tmp_path,
+                env={"HOME": str(tmp_path), "MESHGUARD_URL": failing_gateway, "MESHGUARD_ADMIN_TOKEN": "t"})  # fmt: skip
+    assert r.returncode == 1
+    msg = one_line_error(r)
+    assert "failed on GET /admin/agents (503 store_unavailable): database is locked" in msg
