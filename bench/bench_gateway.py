@@ -123,7 +123,7 @@ def sqlite_ceiling(template_db: Path, seconds: float) -> list[dict[str, Any]]:
             for stmt in ddl:
                 conn.execute(stmt)
             sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-            base = dict(zip(names, row))
+            base = dict(zip(names, row, strict=True))
             n = 0
             start = time.perf_counter()
             deadline = start + seconds
