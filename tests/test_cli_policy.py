@@ -87,8 +87,11 @@ def test_policy_apply_then_test_then_delete(cli: Run, gateway: LiveGateway, tmp_
     f.write_text(TESTER_POLICY)
     r = cli("policy", "apply", str(f))
     assert r.returncode == 0, r.stderr
-    assert "Applied policy tester-policy" in r.stdout
+    assert "Applied policy tester-policy" in r.stdout and "new)" in r.stdout
     assert "tester-policy" in policy_names(gateway)
+    r = cli("policy", "apply", str(f))
+    assert r.returncode == 0 and "replacing the one in force" in r.stdout
+    assert policy_names(gateway).count("tester-policy") == 1
 
     _, token = gateway.create_agent("tester-bot", ["tester"])
     assert gateway.check(token, "read:files").status_code == 200

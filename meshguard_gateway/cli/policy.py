@@ -208,7 +208,8 @@ def apply(path: Path) -> None:
         applied.append(body if isinstance(body, dict) else {})
         if not json_output() and not quiet():
             rules = len((body or {}).get("rules") or [])
-            click.echo(f"Applied policy {body.get('name')} from {f} ({rules} rule{'s' if rules != 1 else ''}).")
+            how = {True: ", new", False: ", replacing the one in force"}.get(body.get("created"), "")
+            click.echo(f"Applied policy {body.get('name')} from {f} ({rules} rule{'s' if rules != 1 else ''}{how}).")
     if json_output():
         print_json({"applied": applied})
 
