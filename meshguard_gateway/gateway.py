@@ -150,7 +150,7 @@ class Gateway:
         log.info("loaded %d policies from %s: %s", len(policies), self.policies_path, ", ".join(policies.names))
         await self._rebuild_rate_limits()
 
-    REPLAY_LIMIT = 500_000
+    REPLAY_LIMIT = 200_000
 
     async def _rebuild_rate_limits(self) -> None:
         """Refill the rate-limit windows from the last hour of the audit trail, so that a restart

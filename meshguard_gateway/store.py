@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from meshguard_gateway.errors import ConflictError, MeshGuardError, NotFoundError, StoreError
 
@@ -124,6 +124,16 @@ class Approval:
     used_at: float | None = None
 
 
+class CheckReplay(NamedTuple):
+    """What it takes to decide a past check again."""
+
+    timestamp: float
+    agent_id: str | None
+    action: str
+    resource: str | None
+    context: str | None
+
+
 @dataclass(frozen=True)
 class AuditQuery:
     agent: str | None = None  # agent id (the gateway resolves names)
@@ -169,7 +179,7 @@ class Store(Protocol):
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]: ...
     async def audit_stats(self, since: float, agent: str | None, hourly: bool) -> AuditStats: ...
 
-    async def recent_checks(self, since: float, limit: int) -> list[AuditEvent]: ...
+    async def recent_checks(self, since: float, limit: int) -> list[CheckReplay]: ...
 
     async def create_approval(self, approval: Approval, check: AuditEvent) -> int: ...
     async def get_approval(self, approval_id: str) -> Approval | None: ...
@@ -825,22 +835,17 @@ class SQLiteStore:
 
         return await self._read(run)
 
-    async def recent_checks(self, since: float, limit: int) -> list[AuditEvent]:
-        """The newest ``limit`` checks since ``since``, oldest first (to rebuild rate-limit windows)."""
+    async def recent_checks(self, since: float, limit: int) -> list[CheckReplay]:
+        """The newest ``limit`` checks since ``since`` that counted against rate limits (every one
+        that was not itself rate limited), oldest first: to rebuild the windows after a restart."""
         rows = await self._read(
             lambda c: c.execute(
-                f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE kind = 'check' AND ts >= ? ORDER BY id DESC LIMIT ?",
+                "SELECT ts, agent_id, action, resource, context FROM audit_log WHERE ts >= ? AND kind = 'check' "
+                "AND decision != 'rate_limited' ORDER BY id DESC LIMIT ?",
                 (since, limit),
             ).fetchall()
         )
-        return [
-            AuditEvent(
-                timestamp=r[0], kind=r[1], agent_id=r[2], agent_name=r[3], action=r[4], resource=r[5],
-                decision=r[6], enforced=bool(r[7]), policy=r[8], rule=r[9], reason=r[10], trace_id=r[11],
-                decision_id=r[12], approval_id=r[13], context=r[14],
-            )  # fmt: skip
-            for r in reversed(rows)
-        ]
+        return [CheckReplay(*r) for r in reversed(rows)]
 
     # ---- approvals -------------------------------------------------------------------------
 
