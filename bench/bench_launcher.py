@@ -156,8 +156,20 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         pending.join()
         gateway.record = inline_record  # type: ignore[method-assign]
 
-    # The launcher's two calls on their own: where the added time goes.
-    check_times, record_times = [], []
+    # The launcher's two calls on their own (where the added time goes) and, interleaved with them so
+    # that all see the same machine state, one bare round trip to the check endpoint from this
+    # interpreter with `requests` and with `http.client` (peers: the floor of any HTTP-based check).
+    import http.client
+
+    import requests
+
+    body = json.dumps({"action": "write:workspace", "resource": "peer.txt"})
+    headers = {"Authorization": f"Bearer {spec['token']}", "Content-Type": "application/json",
+               "X-Trace-ID": spec["trace_id"] + "-peer"}  # fmt: skip
+    session = requests.Session()
+    host, port = spec["url"].split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    check_times, record_times, req_times, raw_times = [], [], [], []
     for i in range(spec["peer_calls"]):
         t0 = time.perf_counter()
         decision = gateway.check_permission("write:workspace", f"component-{i}.txt")
@@ -167,26 +179,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         t2 = time.perf_counter()
         check_times.append((t1 - t0) * 1000)
         record_times.append((t2 - t1) * 1000)
-
-    # Peers: one check round trip from this interpreter, without the launcher around it.
-    import http.client
-
-    import requests
-
-    body = json.dumps({"action": "write:workspace", "resource": "peer.txt"})
-    headers = {"Authorization": f"Bearer {spec['token']}", "Content-Type": "application/json",
-               "X-Trace-ID": spec["trace_id"] + "-peer"}  # fmt: skip
-    session = requests.Session()
-    req_times = []
-    for _ in range(spec["peer_calls"]):
         t0 = time.perf_counter()
         r = session.post(spec["url"] + "/proxy/governance/check", data=body, headers=headers, timeout=5)
         r.json()
         req_times.append((time.perf_counter() - t0) * 1000)
-    host, port = spec["url"].split("//", 1)[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    raw_times = []
-    for _ in range(spec["peer_calls"]):
         t0 = time.perf_counter()
         conn.request("POST", "/proxy/governance/check", body=body, headers=headers)
         resp = conn.getresponse()
