@@ -224,3 +224,27 @@ def test_offline_needs_no_gateway_and_invalid_policies_exit_2(tmp_path: Path) ->
     r = run_cli("policy", "test", "a", "read:web", "--policies", str(pol), "--agent-tags", "x", cwd=tmp_path)
     assert r.returncode == 2
     assert "do not load" in one_line_error(r) and "broken.yaml" in r.stderr
+
+
+def test_offline_inline_agents_and_trust_tier_selectors(tmp_path: Path) -> None:
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    (pol / "tiers.yaml").write_text(
+        "name: trusted-only\nappliesTo:\n  trustTiers: [trusted, privileged]\nrules:\n"
+        "  - effect: allow\n    actions: ['deploy:*']\n"
+    )
+    (tmp_path / "t.yaml").write_text(textwrap.dedent(
+        """\
+        - name: trusted may deploy
+          agent: {name: senior, trust: trusted, tags: []}
+          action: deploy:prod
+          expect: allow
+        - name: basic (unverified) may not
+          agent: {name: junior, trust: basic}
+          action: deploy:prod
+          expect: deny
+        """
+    ))  # fmt: skip
+    r = run_cli("policy", "test", "--policies", str(pol), "--file", "t.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Results: 2 passed, 0 failed" in r.stdout
