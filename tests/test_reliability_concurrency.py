@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -238,3 +239,36 @@ def test_revoke_while_checks_are_in_flight_allows_nothing_after_the_commit(
         figures["allowed_between_revoke_start_and_commit"] += len(
             [e for e in allows if ts(e["timestamp"]) > revoked_at])
     record("concurrency_revoke", **figures)
+
+
+def test_a_check_whose_body_arrives_after_the_revoke_is_refused(
+    start_gateway: Callable[..., LiveGateway], tmp_path: Path
+) -> None:
+    """The deterministic form of the race above: the request is in flight (headers sent, token
+    read) when the revoke commits; its body arrives afterwards. Deciding it then must not allow."""
+    policy = tmp_path / "allow.yaml"
+    policy.write_text(LIMIT_POLICY.replace("rateLimits:\n  requestsPerMinute: {limit}\n", ""), encoding="utf-8")
+    gw = start_gateway(policy)
+    agent_id, token = gw.create_agent("slow-body-bot", tags=["race"])
+    assert gw.check(token, "read:workspace", "before.txt").status_code == 200
+    body = json.dumps({"action": "read:workspace", "resource": "in-flight.txt"}).encode()
+    host, port = gw.url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(f"POST /proxy/governance/check HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:10])  # fmt: skip
+        time.sleep(0.5)  # the gateway has the headers (and the token) and waits for the body
+        revoked = gw.admin("DELETE", f"/admin/agents/{agent_id}")
+        assert revoked.status_code == 200
+        revoke_returned = time.time()
+        conn.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    rows = trail(gw, agent=agent_id, kind="check")
+    late = [e for e in rows if e["decision"] == "allow" and ts(e["timestamp"]) > revoke_returned - 0.001]
+    assert status == 401, f"a check decided after the revoke committed was answered {status}: {answer[:300]!r}"
+    assert not late, late
