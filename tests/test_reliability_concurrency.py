@@ -188,57 +188,67 @@ def test_revoke_while_checks_are_in_flight_allows_nothing_after_the_commit(
     policy = tmp_path / "allow.yaml"
     policy.write_text(LIMIT_POLICY.replace("rateLimits:\n  requestsPerMinute: {limit}\n", ""), encoding="utf-8")
     gw = start_gateway(policy)
-    figures = {"rounds": rounds, "checks": 0, "allowed_after_revoke_returned": 0, "allow_rows_after_commit": 0,
-               "allowed_between_revoke_start_and_commit": 0}  # fmt: skip
-    for n in range(rounds):
-        agent_id, token = gw.create_agent(f"revoke-bot-{n}", tags=["race"])
-        log: list[tuple[float, float, int]] = []  # (sent, answered, status)
-        lock = threading.Lock()
-        stop = threading.Event()
+    figures = {"rounds": rounds, "checks": 0, "sent_after_revoke_and_allowed": 0, "allows_timed_after_commit": 0,
+               "allow_rows_committed_after_revoke": 0, "allows_decided_after_revoke_began": 0}  # fmt: skip
+    examples: list[Any] = []
+    try:
+        for n in range(rounds):
+            _revoke_round(gw, n, figures, examples)
+    finally:
+        record("concurrency_revoke", **figures)
+    assert figures["sent_after_revoke_and_allowed"] == 0, examples[:3]
+    assert figures["allows_timed_after_commit"] == 0, examples[:3]
 
-        def hammer() -> None:
-            with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
-                i = 0
-                while not stop.is_set():
-                    i += 1
-                    sent = time.time()
-                    r = c.post("/proxy/governance/check", json={"action": "read:workspace", "resource": f"x{i}"})
-                    with lock:
-                        log.append((sent, time.time(), r.status_code))
 
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(0.3 + 0.1 * n)
-        revoke_sent = time.time()
-        resp = gw.admin("DELETE", f"/admin/agents/{agent_id}")
-        revoke_returned = time.time()
-        assert resp.status_code == 200, resp.text
-        time.sleep(0.4)
-        stop.set()
-        for t in threads:
-            t.join(30)
+def _revoke_round(gw: LiveGateway, n: int, figures: dict[str, int], examples: list[Any]) -> None:
+    """One agent, four threads checking, one revoke in the middle; adds what it saw to `figures`."""
+    agent_id, token = gw.create_agent(f"revoke-bot-{n}", tags=["race"])
+    log: list[tuple[float, float, int]] = []  # (sent, answered, status)
+    lock = threading.Lock()
+    stop = threading.Event()
 
-        assert {s for _, _, s in log} <= {200, 401}
-        assert any(s == 200 for sent, _, s in log if sent < revoke_sent), "no check was allowed before the revoke"
-        late_allows = [(sent, s) for sent, _, s in log if sent > revoke_returned and s == 200]
-        assert any(sent > revoke_returned for sent, _, _ in log), "no check was sent after the revoke"
-        assert not late_allows, f"{len(late_allows)} checks sent after the revoke returned were allowed"
+    def hammer() -> None:
+        with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                sent = time.time()
+                r = c.post("/proxy/governance/check", json={"action": "read:workspace", "resource": f"x{i}"})
+                with lock:
+                    log.append((sent, time.time(), r.status_code))
 
-        rows = trail(gw, agent=agent_id)
-        revoke_rows = [e for e in rows if e["kind"] == "admin" and e["decision"] == "agent_revoked"]
-        assert len(revoke_rows) == 1
-        revoked_at, revoke_row_id = ts(revoke_rows[0]["timestamp"]), revoke_rows[0]["id"]
-        allows = [e for e in rows if e["kind"] == "check" and e["decision"] == "allow"]
-        assert allows
-        # a decision timed after the revoke had committed (DELETE answered) must not be an allow
-        after_commit = [e for e in allows if ts(e["timestamp"]) > revoke_returned]
-        assert not after_commit, after_commit[:3]
-        figures["checks"] += len(log)
-        figures["allow_rows_after_commit"] += len([e for e in allows if e["id"] > revoke_row_id])
-        figures["allowed_between_revoke_start_and_commit"] += len(
-            [e for e in allows if ts(e["timestamp"]) > revoked_at])
-    record("concurrency_revoke", **figures)
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3 + 0.1 * (n % 10))
+    revoke_sent = time.time()
+    resp = gw.admin("DELETE", f"/admin/agents/{agent_id}")
+    revoke_returned = time.time()
+    assert resp.status_code == 200, resp.text
+    time.sleep(0.4)
+    stop.set()
+    for t in threads:
+        t.join(30)
+
+    assert {s for _, _, s in log} <= {200, 401}
+    assert any(s == 200 for sent, _, s in log if sent < revoke_sent), "no check was allowed before the revoke"
+    assert any(sent > revoke_returned for sent, _, _ in log), "no check was sent after the revoke"
+    late_allows = [(sent, s) for sent, _, s in log if sent > revoke_returned and s == 200]
+
+    rows = trail(gw, agent=agent_id)
+    revoke_rows = [e for e in rows if e["kind"] == "admin" and e["decision"] == "agent_revoked"]
+    assert len(revoke_rows) == 1
+    revoked_at, revoke_row_id = ts(revoke_rows[0]["timestamp"]), revoke_rows[0]["id"]
+    allows = [e for e in rows if e["kind"] == "check" and e["decision"] == "allow"]
+    assert allows
+    # a decision timed after the revoke had committed (DELETE answered) must not be an allow
+    after_commit = [e for e in allows if ts(e["timestamp"]) > revoke_returned]
+    figures["checks"] += len(log)
+    figures["sent_after_revoke_and_allowed"] += len(late_allows)
+    figures["allows_timed_after_commit"] += len(after_commit)
+    figures["allow_rows_committed_after_revoke"] += len([e for e in allows if e["id"] > revoke_row_id])
+    figures["allows_decided_after_revoke_began"] += len([e for e in allows if ts(e["timestamp"]) > revoked_at])
+    examples.extend(late_allows + after_commit)
 
 
 def test_a_check_whose_body_arrives_after_the_revoke_is_refused(
