@@ -90,6 +90,8 @@ __all__ = [
     "unpatch_autogpt",
     "PatchInfo",
     "map_command",
+    "resolve_command",
+    "ResolvedCommand",
     "MappedCommand",
     "load_action_map",
     "main",
@@ -905,8 +907,13 @@ def map_command(
     action_map: Mapping[str, Mapping[str, Any]] | None = None,
     python_sandbox: bool = False,
     relative_to: str | os.PathLike[str] | None = None,
+    builtin_lifecycle: bool = False,
 ) -> MappedCommand:
     """Map one AutoGPT command call to the (action, resource, context) the gateway judges.
+
+    `command` is the name of the command that will actually run (see resolve_command).
+    `builtin_lifecycle`: it is this AutoGPT's own lifecycle handler, so it is recorded, not checked;
+    the name alone never decides that (a plugin may call its command `finish`).
 
     `workspace` is AutoGPT's workspace folder (None: unknown, so every path counts as `system`);
     `relative_to` is where this AutoGPT opens a relative path (default: the workspace);
@@ -914,13 +921,13 @@ def map_command(
     """
     arguments = arguments if isinstance(arguments, Mapping) else {}
     name = str(command or "")
-    if name in LIFECYCLE_COMMANDS or name.lower() in LIFECYCLE_COMMANDS:
+    if builtin_lifecycle:
         _, reason = _pick(arguments, "reason|question")
         return MappedCommand(name, f"lifecycle:{name.lower()}", None if reason is None else str(reason), {}, True)
     table = action_map if action_map is not None else _BUILTIN_ACTION_MAP
     entry = table.get(name) or table.get(name.lower()) or table.get(_SYNONYMS.get(name.lower(), ""))
     if entry is None:
-        return MappedCommand(name, f"execute:{name}", None, {"sandbox": False})
+        return MappedCommand(name, f"execute:{name.lower()}", None, {"sandbox": False})
     action = str(entry["action"])
     spec = entry.get("resource")
     resource: str | None = None
@@ -983,6 +990,7 @@ class _Governor:
     # v0.3.0-v0.4.4 resolve file arguments into the workspace before dispatching; a path still
     # relative at the dispatcher failed that, and the command opens it relative to the process cwd.
     relative_to_cwd: bool = False
+    if_chain: frozenset[str] = frozenset()  # lifecycle names the dispatcher handles itself (_if_chain_names)
 
 
 _patches: list[tuple[Any, str, Any]] = []
@@ -1123,12 +1131,118 @@ def _call_parts(generation: str, bound: Mapping[str, Any]) -> tuple[str, Mapping
     return str(bound.get("command_name", "")), bound.get("arguments") or {}
 
 
+@dataclass(frozen=True)
+class ResolvedCommand:
+    """The command a dispatcher will really run for a name the model typed."""
+
+    name: str  # its real name (registry name, plugin command name; lower-cased when nothing matches)
+    source: str  # "registry" | "dispatcher" (the dispatcher's own if-chain) | "plugin" | "unknown"
+    own: bool  # AutoGPT's own code (not a plugin's)
+
+    @property
+    def builtin_lifecycle(self) -> bool:
+        return self.own and self.source in ("registry", "dispatcher") and self.name in LIFECYCLE_COMMANDS
+
+
+def _own_code(command: Any) -> bool:
+    """Does this command object run AutoGPT's (or forge's) own code, not a plugin's?"""
+    func = command
+    for attr in ("method", "function", "func"):
+        inner = getattr(command, attr, None)
+        if callable(inner):
+            func = inner
+            break
+    func = getattr(func, "__func__", func)
+    module = str(getattr(func, "__module__", None) or "")
+    return module.split(".")[0] in ("autogpt", "forge")
+
+
+def _if_chain_names(dispatcher: Any) -> frozenset[str]:
+    """Lifecycle names the dispatcher handles in its own if-chain (PyPI 0.2.2: do_nothing and
+    task_complete; v0.3.0: task_complete; later ones: none), read from its compiled constants."""
+    code = getattr(inspect.unwrap(dispatcher), "__code__", None)
+    consts = getattr(code, "co_consts", ()) or ()
+    return frozenset(c for c in consts if isinstance(c, str) and c in LIFECYCLE_COMMANDS)
+
+
+def _registry_lookup(registry: Any, name: str) -> Any:
+    """registry.get_command (aliases from v0.4.4; v0.5.1+: Agent._get_command), else commands.get."""
+    for getter in ("_get_command", "get_command"):
+        get = getattr(registry, getter, None)
+        if callable(get):
+            try:
+                found = get(name)
+            except Exception:
+                found = None
+            if found is not None:
+                return found
+    commands = getattr(registry, "commands", None)
+    if isinstance(commands, Mapping):
+        return commands.get(name)
+    return None
+
+
+def _plugin_commands(bound: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """(name, label, command) of the non-registry commands the dispatcher falls back to: PyPI 0.2.2-v0.4.0
+    `prompt.commands`, v0.4.1-v0.4.7 `agent.ai_config.prompt_generator.commands`, v0.5.0
+    `agent._prompt_scratchpad.commands` (name -> command, matched by name or description)."""
+    sources = [bound.get("prompt")]
+    agent = bound.get("agent")
+    if agent is not None:
+        sources += [getattr(getattr(agent, "ai_config", None), "prompt_generator", None),
+                    getattr(agent, "_prompt_scratchpad", None)]  # fmt: skip
+    found: list[tuple[str, str, Any]] = []
+    for source in sources:
+        commands = getattr(source, "commands", None) if source is not None else None
+        if isinstance(commands, Mapping):
+            for key, cmd in commands.items():
+                found.append((str(key), str(getattr(cmd, "description", "") or ""), cmd))
+        elif isinstance(commands, (list, tuple)):
+            for cmd in commands:
+                if isinstance(cmd, Mapping):
+                    name, label, func = cmd.get("name"), cmd.get("label"), cmd.get("function")
+                else:
+                    name, label, func = getattr(cmd, "name", None), getattr(cmd, "label", None), getattr(cmd, "function", None)
+                if name and callable(func):  # PyPI 0.2.2's own prompt lists do_nothing etc. without a function
+                    found.append((str(name), str(label or ""), func))
+    return found
+
+
+def resolve_command(name: str, bound: Mapping[str, Any], if_chain: frozenset[str] = frozenset()) -> ResolvedCommand:
+    """Which command will the dispatcher run for `name`? Same order as AutoGPT's dispatchers:
+    the registry (exact name, or alias), the dispatcher's own if-chain (lower-cased, synonyms mapped),
+    then plugin commands by name or label. Plugin names and labels match case-insensitively here
+    (a superset of every generation's rule), so no spelling reaches a plugin under another action."""
+    registry = bound.get("command_registry")
+    if registry is None and bound.get("agent") is not None:
+        registry = getattr(bound["agent"], "command_registry", None)
+    if registry is None and bound.get("self") is not None:
+        registry = bound["self"]  # v0.5.1+: Agent._get_command
+    if registry is not None:
+        cmd = _registry_lookup(registry, name)
+        if cmd is not None:
+            names = getattr(cmd, "names", None)
+            real = getattr(cmd, "name", None) or (names[0] if isinstance(names, (list, tuple)) and names else name)
+            own = _own_code(cmd)
+            return ResolvedCommand(str(real), "registry" if own else "plugin", own)
+    lowered = name.lower()
+    chained = _SYNONYMS.get(lowered, lowered)
+    if chained in if_chain:
+        return ResolvedCommand(chained, "dispatcher", True)
+    for plugin_name, label, _ in _plugin_commands(bound):
+        if lowered in (plugin_name.lower(), label.lower()):
+            return ResolvedCommand(plugin_name, "plugin", False)
+    return ResolvedCommand(lowered, "unknown", False)
+
+
 def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[MappedCommand | None, dict[str, Any] | None]:
     """(mapped command, decision); decision None for a lifecycle command. Fail closed on our own errors."""
     try:
-        mapped = map_command(name, arguments, workspace=_workspace_of(bound), action_map=gov.action_map,
+        resolved = resolve_command(name, bound, gov.if_chain)
+        mapped = map_command(resolved.name, arguments, workspace=_workspace_of(bound), action_map=gov.action_map,
                              python_sandbox=_python_sandbox(gov.generation),
-                             relative_to=os.getcwd() if gov.relative_to_cwd else None)  # fmt: skip
+                             relative_to=os.getcwd() if gov.relative_to_cwd else None,
+                             builtin_lifecycle=resolved.builtin_lifecycle)  # fmt: skip
     except Exception as exc:  # a bug here must refuse the command, not crash AutoGPT's loop
         return None, {"allowed": False, "decision": "error", "action": f"execute:{name}", "resource": None,
                       "reason": f"MeshGuard could not map this command ({type(exc).__name__}: {exc}); refused (fail closed)"}  # fmt: skip
@@ -1254,7 +1368,8 @@ def patch_autogpt(
         refusal = "OperationNotAllowedError"
     agent_cls = getattr(sys.modules.get("autogpt.agent.agent"), "Agent", None)
     governor = _Governor(gw, amap, generation, refuse,
-                         relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"))  # fmt: skip
+                         relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"),
+                         if_chain=_if_chain_names(original))  # fmt: skip
     is_async = inspect.iscoroutinefunction(original)
     if generation in ("0.5.0", "0.5.1+") and not is_async:
         raise PatchError(f"cannot govern AutoGPT ({version}): {attr} was expected to be async in {GENERATIONS[generation]}")

@@ -183,6 +183,10 @@ def _plugin_class():
                            lambda *a: _mark("send_email", *a))
         prompt.add_command("Say hello", "say_hello", {"name": "<name>"}, lambda *a: _mark("say_hello", *a))
         prompt.add_command("Unmapped", "plugin_unmapped", {"x": "<x>"}, lambda *a: _mark("plugin_unmapped", *a))
+        # names AutoGPT uses for its own lifecycle commands, and a lower-case label the dispatcher also matches
+        prompt.add_command("Ask the user", "ask_user", {"question": "<q>"}, lambda *a: _mark("ask_user", *a))
+        prompt.add_command("Finish", "finish", {"reason": "<r>"}, lambda *a: _mark("finish", *a))
+        prompt.add_command("sms", "send_sms", {"to": "<to>"}, lambda *a: _mark("send_sms", *a))
         return prompt
 
     body = {name: passthrough for name in AutoGPTPluginTemplate.__abstractmethods__}

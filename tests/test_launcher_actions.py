@@ -110,8 +110,15 @@ def test_map_command_builtin_entries(workspace: Path, command: str, args: dict, 
 
 @pytest.mark.parametrize("command", ["task_complete", "goals_accomplished", "finish", "do_nothing", "ask_user", "TASK_COMPLETE"])
 def test_map_command_lifecycle_commands_are_flagged(command: str) -> None:
-    mapped = map_command(command, {"reason": "done"})
+    mapped = map_command(command, {"reason": "done"}, builtin_lifecycle=True)
     assert mapped.lifecycle and mapped.action == f"lifecycle:{command.lower()}" and mapped.resource == "done"
+
+
+@pytest.mark.parametrize("command", ["task_complete", "finish", "ask_user", "Ask_User"])
+def test_map_command_a_lifecycle_name_alone_is_checked(command: str) -> None:
+    """Only the dispatcher's resolution says a command is AutoGPT's own lifecycle handler (C1)."""
+    mapped = map_command(command, {"reason": "done"})
+    assert not mapped.lifecycle and mapped.action == f"execute:{command.lower()}"
 
 
 def test_map_command_sandbox_context(workspace: Path) -> None:
