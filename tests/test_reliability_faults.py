@@ -12,6 +12,7 @@ absence of the file means something.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.autogpt_run import REFUSAL, autogpt_available
 from tests.conftest import LiveGateway
@@ -26,7 +29,7 @@ from tests.reliability import faults
 from tests.reliability.faults import ALLOW_BODY, FaultServer, fault_server
 from tests.reliability.driver import Driver, start_driver
 from tests.reliability.figures import record
-from tests.reliability.soak import scale
+from tests.reliability.soak import examples, scale
 
 pytestmark = [
     pytest.mark.autogpt,
@@ -294,6 +297,59 @@ def test_random_fault_sequence(driver: Driver, request: pytest.FixtureRequest) -
             assert_refused(driver, answer, name)
         except AssertionError as exc:
             raise AssertionError(f"round {i} ({label}), seed {seed}: {exc}") from None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["allow", "deny", "true", "false", "", "ALLOW"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["allowed", "decision", "enforced"]),
+                                                                 inner, max_size=3),
+    max_leaves=6,
+)
+answers = st.fixed_dictionaries({}, optional={"allowed": json_values, "decision": json_values, "enforced": json_values,
+                                              "reason": st.just("fuzzed"), "error": json_values})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[tuple[FaultServer, list[bytes]]]:
+    """One server for many examples: it plays whatever answer the test put in the list last."""
+    current: list[bytes] = [b""]
+    server = FaultServer(faults.raw_from(current))
+    try:
+        yield server, current
+    finally:
+        server.stop()
+        record("launcher_answer_fuzz", **ANSWER_FUZZ)
+
+
+ANSWER_FUZZ = {"cases": 0, "documented_allows": 0, "allowed_otherwise": 0}
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
+@given(status=st.sampled_from([200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 429, 500, 503]),
+       body=st.one_of(answers, json_values))  # fmt: skip
+def test_client_runs_only_on_the_documented_allow(scripted: tuple[FaultServer, list[bytes]], status: int,
+                                                  body: Any) -> None:  # fmt: skip
+    """docs/http-api.md: run only on 200 with a JSON object whose `allowed` is true and whose
+    `decision` is "allow" or `enforced` is false. Anything else refuses (the launcher's own client,
+    the one the dispatcher patch uses, against random answers on a real socket)."""
+    from meshguard_autogpt import AgentRevokedError, MeshGuardGateway
+
+    documented_allow = (status == 200 and isinstance(body, dict) and body.get("allowed") is True
+                        and (body.get("decision") == "allow" or body.get("enforced") is False))  # fmt: skip
+    server, current = scripted
+    current[0] = faults.http_response(status, b"" if status == 204 else json.dumps(body).encode())
+    client = MeshGuardGateway(server.url, "tok-fuzz", trace_id="t", timeout=2.0, on_rate_limit="deny", verbose=False)
+    try:
+        decision = client.decide("write:workspace", "notes.txt")
+    except AgentRevokedError:
+        assert status == 401
+        return
+    ANSWER_FUZZ["cases"] += 1
+    ANSWER_FUZZ["documented_allows"] += documented_allow
+    ANSWER_FUZZ["allowed_otherwise"] += bool(decision["allowed"] and not documented_allow)
+    assert decision["allowed"] is documented_allow, (status, body, decision)
+    if not documented_allow:
+        assert decision["reason"]
 
 
 def test_fault_server_itself_plays_each_fault() -> None:

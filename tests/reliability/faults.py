@@ -65,6 +65,15 @@ def raw(data: bytes) -> Behavior:
     return play
 
 
+def raw_from(holder: list[bytes]) -> Behavior:
+    """Send whatever bytes holder[0] holds when the request arrives (one server, many answers)."""
+
+    def play(conn: socket.socket, server: FaultServer) -> None:
+        conn.sendall(holder[0])
+
+    return play
+
+
 def hang(conn: socket.socket, server: FaultServer) -> None:
     """Read the request, never answer (until the server stops)."""
     server.stopping.wait()
