@@ -688,6 +688,28 @@ def _default_gateway() -> MeshGuardGateway:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+_MISSING = object()
+
+
+def _resource_argument(signature: inspect.Signature | None, key: str, args: tuple[Any, ...],
+                       kwargs: Mapping[str, Any]) -> Any:  # fmt: skip
+    """The value `key` will have inside the call, defaults included; _MISSING if there is none."""
+    if signature is not None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            bound = None
+        if bound is not None:
+            bound.apply_defaults()
+            if key in bound.arguments:
+                return bound.arguments[key]
+            for name, param in signature.parameters.items():  # **kwargs collects it
+                if param.kind is inspect.Parameter.VAR_KEYWORD and key in bound.arguments.get(name, {}):
+                    return bound.arguments[name][key]
+            return _MISSING
+    return kwargs.get(key, _MISSING)
+
+
 def governed(action: str, resource_key: str | None = None, *, context: Mapping[str, Any] | None = None) -> Callable[[_F], _F]:
     """Decorator: check `action` (with the argument named `resource_key` as resource) before each call.
 
@@ -705,15 +727,15 @@ def governed(action: str, resource_key: str | None = None, *, context: Mapping[s
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             resource = "*"
             if resource_key:
-                if resource_key in kwargs:
-                    resource = str(kwargs[resource_key])
-                elif signature is not None:
-                    try:
-                        bound = signature.bind_partial(*args, **kwargs)
-                    except TypeError:
-                        bound = None
-                    if bound is not None and resource_key in bound.arguments:
-                        resource = str(bound.arguments[resource_key])
+                value = _resource_argument(signature, resource_key, args, kwargs)
+                if value is _MISSING:
+                    reason = (f"MeshGuard: {getattr(func, '__qualname__', func)!s} has no argument "
+                              f"'{resource_key}' (resource_key) in this call, so '{action}' cannot be checked; "
+                              "refused (fail closed). Fix the resource_key of @governed")  # fmt: skip
+                    _default_gateway()._print(reason)
+                    return {"status": "blocked", "action": action, "reason": reason, "decision": "error",
+                            "decision_id": None}  # fmt: skip
+                resource = str(value)
             return _default_gateway().execute(action, resource, lambda: func(*args, **kwargs), context)
 
         return wrapper  # type: ignore[return-value]

@@ -176,3 +176,45 @@ def test_client_rate_limited_wait_mode_uses_the_gateways_retry_after(start_gatew
     third = gw.decide("browse:web", "c")  # no real time passes: the gateway keeps saying 429
     assert third["allowed"] is False and "MESHGUARD_RATE_LIMIT_MAX_WAIT" in third["reason"]
     assert pauses and all(1 <= p <= 60 for p in pauses) and sum(pauses) <= 150
+
+
+def test_governed_checks_the_default_value_of_the_resource_argument(start_gateway: Callable[..., LiveGateway],
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A resource argument left at its default is checked with that default, never as "*" (review H1)."""
+    path = tmp_path / "files.yaml"
+    path.write_text('name: files\nappliesTo:\n  tags: [autogpt]\ndefaultEffect: deny\nrules:\n'
+                    '  - effect: allow\n    actions: ["read:file/*"]\n'
+                    '  - effect: deny\n    actions: ["read:file/secrets/*"]\n')  # fmt: skip
+    gw = start_gateway(path)
+    monkeypatch.setattr(meshguard_autogpt, "gateway", make_client(gw), raising=False)
+    opened: list[str] = []
+
+    @governed("read:file", resource_key="filename")
+    def read(mode: str = "r", filename: str = "secrets/key.pem") -> str:
+        opened.append(filename)
+        return "key material"
+
+    result = read("r")
+    assert opened == [], result
+    assert result["status"] == "blocked"
+    assert read(filename="notes.txt") == "key material" and opened == ["notes.txt"]
+    assert [(e["action"], e["resource"], e["decision"]) for e in audit(gw)] == [
+        ("read:file", "secrets/key.pem", "deny"), ("read:file", "notes.txt", "allow")]
+
+
+def test_governed_without_the_resource_argument_refuses_without_asking(custom_gateway: LiveGateway,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A resource_key the function does not have cannot be checked: refused, never sent as "*"."""
+    monkeypatch.setattr(meshguard_autogpt, "gateway", make_client(custom_gateway), raising=False)
+    ran: list[str] = []
+
+    @governed("report:weekly", resource_key="titel")  # typo: the function's argument is `title`
+    def write_report(title: str) -> str:
+        ran.append(title)
+        return "saved"
+
+    result = write_report("week 47")
+    assert ran == [] and result["status"] == "blocked"
+    assert "no argument 'titel'" in result["reason"]
+    assert audit(custom_gateway) == []
