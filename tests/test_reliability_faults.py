@@ -307,6 +307,11 @@ json_values = st.recursive(
 )
 answers = st.fixed_dictionaries({}, optional={"allowed": json_values, "decision": json_values, "enforced": json_values,
                                               "reason": st.just("fuzzed"), "error": json_values})  # fmt: skip
+near_allows = st.fixed_dictionaries(  # close to an allow, so both sides of the rule are exercised
+    {"allowed": st.sampled_from([True, True, 1, "true", False])},
+    optional={"decision": st.sampled_from(["allow", "deny", "Allow", "rate_limited", None, True]),
+              "enforced": st.sampled_from([True, False, 0, "false", None])},
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -325,8 +330,10 @@ ANSWER_FUZZ = {"cases": 0, "documented_allows": 0, "allowed_otherwise": 0}
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
-@given(status=st.sampled_from([200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 429, 500, 503]),
-       body=st.one_of(answers, json_values))  # fmt: skip
+@given(status=st.sampled_from([200, 200, 200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 429, 500, 503]),
+       body=st.one_of(st.sampled_from([ALLOW_BODY, {"allowed": True, "decision": "deny", "enforced": False},
+                                       {"allowed": True, "decision": "allow", "enforced": False}]),
+                      near_allows, answers, json_values))  # fmt: skip
 def test_client_runs_only_on_the_documented_allow(scripted: tuple[FaultServer, list[bytes]], status: int,
                                                   body: Any) -> None:  # fmt: skip
     """docs/http-api.md: run only on 200 with a JSON object whose `allowed` is true and whose
