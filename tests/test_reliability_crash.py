@@ -202,10 +202,9 @@ rateLimits:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="limitation B7-3 (/tmp/team/bugs.md): rate-limit counters live in memory, "
-                                       "so a restarted gateway gives every agent a fresh per-minute budget")  # fmt: skip
 def test_rate_limit_budget_survives_a_restart(start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> None:
-    """An agent that used its per-minute budget must not get a new one because the gateway restarted."""
+    """An agent that used its per-minute budget must not get a new one because the gateway restarted
+    (B7-3: the windows are rebuilt at start from the audit trail)."""
     policy = tmp_path / "limit.yaml"
     policy.write_text(LIMIT_POLICY, encoding="utf-8")
     db = tmp_path / "meshguard.db"
