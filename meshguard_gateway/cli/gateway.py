@@ -1,4 +1,4 @@
-"""`meshguard gateway start|status`: run a gateway in this terminal, or ask whether one is up."""
+"""`meshguard gateway start|status|stop`: run a gateway in this terminal, ask whether one is up, stop it."""
 
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ def start(**flags: object) -> None:
     from meshguard_gateway.server import run
 
     try:
-        settings = load_settings(os.environ, **flags)
+        gateway_settings = load_settings(os.environ, **flags)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    sys.exit(run(settings))
+    sys.exit(run(gateway_settings))
 
 
 @cli.command()
