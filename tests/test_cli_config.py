@@ -197,3 +197,27 @@ def test_the_meshguard_script_and_python_m_are_the_same_command(tmp_path: Path) 
     assert via_script.returncode == via_module.returncode == 0
     assert via_script.stdout == via_module.stdout
     assert via_script.stdout.startswith("Usage: meshguard ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("agent", "create"), "Missing argument 'NAME'. usage: meshguard agent create [OPTIONS] NAME"),
+        (("agent", "list", "--nope"), "No such option '--nope'"),
+        (("--nope", "agent", "list"), "No such option '--nope'"),
+        (("audit", "query", "--from", "yesterday"), "'yesterday' is not a time"),
+        (("agent", "frobnicate"), "No such command 'frobnicate'"),
+        (("--timeout", "0", "agent", "list"), "must be more than 0 seconds"),
+    ],
+)
+def test_usage_errors_exit_2_on_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    r = run_cli(*args, home=tmp_path, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr and "--help`" in r.stderr
+
+
+def test_a_noun_alone_shows_its_help(tmp_path: Path) -> None:
+    r = run_cli("audit", home=tmp_path, cwd=tmp_path)
+    assert r.returncode == 2  # click's "no command given"
+    assert "tail" in r.stdout + r.stderr and "export" in r.stdout + r.stderr

@@ -43,6 +43,19 @@ def _translate(exc: Exception) -> CLIError | None:
     return None
 
 
+def _one_line_usage(exc: click.UsageError) -> CLIError:
+    """A usage error on one line (exit 2): what is wrong, the usage line, where to read more."""
+    from meshguard_gateway.cli._errors import BadArgumentError
+
+    message = exc.format_message()
+    if exc.ctx is not None:
+        usage = exc.ctx.get_usage().replace("Usage: ", "usage: ", 1)
+        message = f"{message.rstrip('.')}. {usage} (see `{exc.ctx.command_path} --help`)"
+    error = BadArgumentError(message)
+    error.exit_code = exc.exit_code
+    return error
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
@@ -62,11 +75,24 @@ class _LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `meshguard agent` alone: the help, as click shows it
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
         except Exception as exc:  # noqa: BLE001 - translated or re-raised unchanged
             translated = _translate(exc)
             if translated is None:
                 raise
             raise translated from None
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:  # fmt: skip
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a bad option before the noun: `meshguard --nope`
+            raise _one_line_usage(exc) from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         # `python -m meshguard_gateway` should say "Usage: meshguard ...", like the script.
