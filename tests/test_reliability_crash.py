@@ -218,3 +218,55 @@ def test_rate_limit_budget_survives_a_restart(start_gateway: Callable[..., LiveG
     gw = start_gateway(policy, db_path=db)
     after = gw.check(token, "read:workspace", "after-restart.txt")
     assert after.status_code == 429, "the restarted gateway admitted a 6th request within the same minute"
+
+
+@pytest.mark.slow
+def test_rate_limit_holds_across_sigkills(start_gateway: Callable[..., LiveGateway], tmp_path: Path,
+                                          request: pytest.FixtureRequest) -> None:  # fmt: skip
+    """Within one minute, across SIGKILLs at random moments and restarts, exactly `requestsPerMinute`
+    requests are counted in total (allowed or denied: a denied request is still a request), as the
+    audit trail records them: no committed decision is forgotten by the restarted gateway's counters,
+    and none is granted twice."""
+    limit = 300
+    kills = scale(request.config, 2, 6)
+    rng = random.Random()
+    policy = tmp_path / "limit.yaml"
+    policy.write_text(LIMIT_POLICY.replace("requestsPerMinute: 5", f"requestsPerMinute: {limit}"), encoding="utf-8")
+    db = tmp_path / "meshguard.db"
+    gw = start_gateway(policy, db_path=db)
+    agent_id, token = gw.create_agent("limited-bot", tags=["crash"])
+    started = time.monotonic()
+    answered = 0  # decisions (allow or deny) the clients received
+    for _ in range(kills):
+        stream = Stream()
+        target = answered + rng.randint(20, limit // (kills + 1))
+        threads = [threading.Thread(target=client_loop, args=(gw.url, token, stream, rng.randrange(1 << 20)))
+                   for _ in range(CLIENTS)]  # fmt: skip
+        for t in threads:
+            t.start()
+        while answered + stream.count() < target:
+            time.sleep(0.002)
+        os.kill(gw.proc.pid, signal.SIGKILL)
+        gw.proc.wait()
+        stream.stop.set()
+        for t in threads:
+            t.join(30)
+        assert not stream.unexpected, stream.unexpected[:3]
+        answered += stream.count()
+        gw = start_gateway(policy, db_path=db)
+    # spend the rest of the minute's budget; then nothing more is admitted
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
+        statuses = [client.post("/proxy/governance/check", json={"action": "read:workspace", "resource": f"r{i}"}).status_code
+                    for i in range(limit - answered + 20)]  # fmt: skip
+    assert time.monotonic() - started < 55, "too slow to stay inside one rate-limit window; the figure would mean nothing"
+    assert set(statuses) <= {200, 429}
+    assert statuses[-20:] == [429] * 20
+    counted = [e for e in audited_checks(gw, agent_id) if e["decision"] in ("allow", "deny")]
+    assert len(counted) == limit, (len(counted), answered, statuses.count(200))
+    assert answered + statuses.count(200) <= limit
+    record("crash_rate_limit", kills=kills, limit=limit, counted=len(counted),
+           answered=answered + statuses.count(200))  # fmt: skip
+
+
+def audited_checks(gw: LiveGateway, agent_id: str) -> list[dict[str, Any]]:
+    return [e for e in audited(gw).values() if e["agent_id"] == agent_id]
