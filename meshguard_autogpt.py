@@ -319,6 +319,40 @@ class MeshGuardGateway:
 
     # -- one request ------------------------------------------------------------------------
 
+    def _send(self, method: str, path: str, limit: float, **kwargs: Any) -> requests.Response:
+        """One request whose whole answer (connect, head and body) must arrive within `limit` seconds.
+
+        requests' own timeout bounds each socket read, so a gateway (or proxy) that drips its answer
+        could take any time; the request runs in a worker thread and is abandoned at the deadline
+        (raises requests.Timeout).
+        """
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                resp = self.session.request(method, f"{self.url}{path}", timeout=limit, stream=True, **kwargs)
+                box["response"] = resp
+                resp.content  # noqa: B018  # read the whole body here, inside the deadline
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="meshguard-request", daemon=True).start()
+        if not done.wait(max(limit, 0.0)):
+            late = box.get("response")
+            if late is not None:
+                try:
+                    late.close()  # ends the worker's read of a dripping body
+                except Exception:
+                    pass
+            raise requests.Timeout(f"no complete answer within {limit:g}s")
+        if "error" in box:
+            raise box["error"]
+        response: requests.Response = box["response"]
+        return response
+
     def _refusal(self, action: str, resource: str | None, decision: str, reason: str, **extra: Any) -> dict[str, Any]:
         result = {
             "allowed": False, "decision": decision, "reason": reason, "action": action, "resource": resource,
@@ -352,7 +386,7 @@ class MeshGuardGateway:
         if approval_id:
             payload["approval_id"] = approval_id
         try:
-            resp = self.session.post(f"{self.url}/proxy/governance/check", json=payload, timeout=self.timeout)
+            resp = self._send("POST", "/proxy/governance/check", self.timeout, json=payload)
         except requests.RequestException as exc:
             if not _is_timeout(exc):
                 return self._refusal(action, resource, "error",
@@ -491,8 +525,7 @@ class MeshGuardGateway:
             wait = max(1, min(int(remaining), 30))
             asked = time.monotonic()
             try:
-                resp = self.session.get(f"{self.url}/proxy/approvals/{approval_id}", params={"wait": wait},
-                                        timeout=wait + self.timeout)  # fmt: skip
+                resp = self._send("GET", f"/proxy/approvals/{approval_id}", wait + self.timeout, params={"wait": wait})
             except requests.RequestException:
                 self._sleep(min(1.0, max(remaining, 0)))
                 continue
@@ -518,7 +551,7 @@ class MeshGuardGateway:
         if not self._token:
             return "no token"
         try:
-            resp = self.session.get(f"{self.url}/proxy/approvals/meshguard-token-check", timeout=self.timeout)
+            resp = self._send("GET", "/proxy/approvals/meshguard-token-check", self.timeout)
         except requests.RequestException:
             return None
         if resp.status_code != 401:
@@ -554,8 +587,7 @@ class MeshGuardGateway:
         if decision_id:
             payload["decision_id"] = decision_id
         try:
-            resp = self.session.post(f"{self.url}/proxy/governance/record", json=payload,
-                                     timeout=min(self.timeout, _RECORD_TIMEOUT))  # fmt: skip
+            resp = self._send("POST", "/proxy/governance/record", min(self.timeout, _RECORD_TIMEOUT), json=payload)
         except requests.RequestException as exc:
             self._print(f"could not record the outcome of {action} ({type(exc).__name__})")
             return False
