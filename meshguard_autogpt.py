@@ -60,6 +60,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import re
 import os
 import shlex
 import shutil
@@ -243,6 +244,16 @@ def _session(url: str) -> requests.Session:
     return session
 
 
+_TRACE_ID = re.compile(r"[\x21-\x7e]{1,128}")  # the gateway's rule (meshguard_gateway.gateway.valid_trace_id)
+
+
+def check_trace_id(trace_id: Any) -> None:
+    """Raise ConfigError unless the gateway accepts `trace_id` (1-128 printable ASCII, no spaces)."""
+    if not isinstance(trace_id, str) or _TRACE_ID.fullmatch(trace_id) is None:
+        raise ConfigError(f"trace id {_short(trace_id, 60)!r} (MESHGUARD_TRACE_ID / --meshguard-trace-id) is not valid: "
+                          "use 1-128 printable ASCII characters without spaces, e.g. run-2026-11-24_1")  # fmt: skip
+
+
 def _first(body: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         value = body.get(key)
@@ -313,7 +324,11 @@ class MeshGuardGateway:
         return f"MeshGuardGateway(url={self.url!r}, trace_id={self.trace_id!r})"
 
     def set_trace(self, trace_id: str) -> None:
-        """Send `trace_id` with every request, so one run reads as one trace in the audit trail."""
+        """Send `trace_id` with every request, so one run reads as one trace in the audit trail.
+
+        Raises ConfigError for an id the gateway would refuse (every check would then be refused).
+        """
+        check_trace_id(trace_id)
         self.trace_id = trace_id
         self.session.headers["X-Trace-ID"] = trace_id
 
@@ -456,8 +471,10 @@ class MeshGuardGateway:
             return self._refusal(action, resource, "rate_limited",
                                  str(_first(body, "reason", "message") or "rate limit exceeded"),
                                  retry_after=retry_after, limit=body.get("limit"), **common)  # fmt: skip
+        said = _first(body, "message", "reason") if 400 <= status < 500 else None
+        said = f": {_short(said, 300)}" if said else ""
         return self._refusal(action, resource, "error",
-                             f"MeshGuard gateway {self.url} answered HTTP {status}; '{action}' was refused (fail closed)",
+                             f"MeshGuard gateway {self.url} answered HTTP {status}{said}; '{action}' was refused (fail closed)",
                              **common)  # fmt: skip
 
     # -- a whole decision (waits included) -----------------------------------------------
@@ -1818,6 +1835,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(autogpt_args: list[str]) -> int:
     embedded: EmbeddedGateway | None = None
     try:
+        check_trace_id(_env("MESHGUARD_TRACE_ID") or "unset")
         scripted = _env("MESHGUARD_SCRIPTED_MODEL")
         if scripted:
             _prepare_scripted_environment()

@@ -218,3 +218,12 @@ def test_governed_without_the_resource_argument_refuses_without_asking(custom_ga
     assert ran == [] and result["status"] == "blocked"
     assert "no argument 'titel'" in result["reason"]
     assert audit(custom_gateway) == []
+
+
+def test_a_refused_request_says_what_the_gateway_said(custom_gateway: LiveGateway) -> None:
+    """A 400 names its cause in the refusal, so the agent (and the user) can tell what to fix (review L1)."""
+    gw = make_client(custom_gateway)
+    refused = gw.check_permission("report:weekly", "x" * 5000)  # e.g. a very long shell command line
+    assert refused["allowed"] is False and refused["status_code"] == 400
+    assert "answered HTTP 400: " in refused["reason"] and "4096" in refused["reason"], refused["reason"]
+    assert "refused (fail closed)" in refused["reason"]

@@ -131,3 +131,15 @@ def test_patch_a_mapping_failure_refuses_instead_of_crashing_the_loop(tmp_path: 
     assert "MeshGuard refused command 'write_to_file'" in result.stdout
     assert "could not map this command (AttributeError" in result.stdout
     assert not (tmp_path / "auto_gpt_workspace" / "x.txt").exists()
+
+
+@pytest.mark.parametrize("trace_id", ["run 1", "x" * 129, "run\n2", "é"])
+def test_main_refuses_a_trace_id_the_gateway_would_refuse(tmp_path: Path, trace_id: str) -> None:
+    """Every check of the run would be a 400; say so before anything starts (review L1)."""
+    result = run_python(sys.executable, f"""
+        import sys, meshguard_autogpt as mg
+        sys.exit(mg.main(["--meshguard-trace-id", {trace_id!r}]))
+    """, tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "MESHGUARD_TRACE_ID / --meshguard-trace-id) is not valid: use 1-128 printable ASCII" in result.stderr
+    assert not (tmp_path / ".meshguard").exists()  # no embedded gateway was started
