@@ -51,9 +51,7 @@ def _one_line_usage(exc: click.UsageError) -> CLIError:
     if exc.ctx is not None:
         usage = exc.ctx.get_usage().replace("Usage: ", "usage: ", 1)
         message = f"{message.rstrip('.')}. {usage} (see `{exc.ctx.command_path} --help`)"
-    error = BadArgumentError(message)
-    error.exit_code = exc.exit_code
-    return error
+    return BadArgumentError(message)  # exit 2, as click's usage errors
 
 
 class _LazyGroup(click.Group):

@@ -36,8 +36,17 @@ class GatewayError(CLIError):
         self.status = status
         self.code = code
         self.body = body
+
+    @staticmethod
+    def of(message: str, *, status: int, code: str | None, body: Any = None) -> GatewayError:
+        """The error for an answer: what the gateway calls a bad request is a bad argument (exit 2)."""
         if status in (400, 413, 422) and code != "invalid_policy":
-            self.exit_code = BadArgumentError.exit_code
+            return GatewayArgumentError(message, status=status, code=code, body=body)
+        return GatewayError(message, status=status, code=code, body=body)
+
+
+class GatewayArgumentError(GatewayError):
+    exit_code = BadArgumentError.exit_code
 
 
 def _error_text(body: Any, fallback: str) -> tuple[str | None, str]:
@@ -156,7 +165,7 @@ class AdminClient:
                 code=code,
                 body=body,
             )
-        raise GatewayError(message, status=status, code=code, body=body)
+        raise GatewayError.of(message, status=status, code=code, body=body)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)

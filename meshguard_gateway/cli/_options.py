@@ -48,7 +48,8 @@ def _keep(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
 def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and value <= 0:
         raise click.BadParameter("must be more than 0 seconds", ctx=ctx, param=param)
-    return _keep("timeout")(ctx, param, value)
+    _keep("timeout")(ctx, param, value)
+    return value
 
 
 def connection_options(f: F) -> F:

@@ -512,7 +512,8 @@ CSV_FIELDS = (
 
 
 def _csv_row(entry: dict[str, Any]) -> list[Any]:
-    outcome = entry.get("outcome") if isinstance(entry.get("outcome"), dict) else {}
+    found = entry.get("outcome")
+    outcome: dict[str, Any] = found if isinstance(found, dict) else {}
     row = dict(entry)
     row["outcome_status"] = outcome.get("status")
     row["outcome_result"] = outcome.get("result")
@@ -577,7 +578,7 @@ def export(
         except OSError as exc:
             raise CLIError(f"cannot write {output}: {exc.strerror}") from None
     else:
-        handle = click.get_text_stream("stdout")
+        handle = sys.stdout
     show_progress = console(stderr=True).is_terminal and not quiet()
     writer = _Writer(handle, fmt)
     ok = False

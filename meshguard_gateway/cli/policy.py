@@ -6,6 +6,7 @@ repository's CI can check its policies; the other commands use the gateway's adm
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,7 @@ def apply(path: Path) -> None:
 @common_options
 def delete(name: str, yes: bool) -> None:
     """Remove a policy from the gateway."""
-    if not yes and click.get_text_stream("stdin").isatty():
+    if not yes and sys.stdin.isatty():
         click.confirm(f"Delete policy {name!r}? Requests it allowed will be denied", abort=True)
     try:
         body = admin_client().delete(f"/admin/policies/{seg(name)}")
