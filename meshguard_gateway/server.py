@@ -174,12 +174,12 @@ def run(settings: Settings) -> int:
     except MeshGuardError as exc:
         log.error("%s", exc)
         return 1
-    loop_factory = None
     try:
         import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(settings, sock))
+    except ImportError:  # uvicorn[standard] brings it; without it the default loop serves
+        return asyncio.run(serve(settings, sock))
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(serve(settings, sock))
+    uvloop.install()  # Python 3.10
+    return asyncio.run(serve(settings, sock))
