@@ -327,3 +327,10 @@ def test_a_gateway_error_exits_1_with_its_message(failing_gateway: str, tmp_path
     assert r.returncode == 1
     msg = one_line_error(r)
     assert "failed on GET /admin/agents (503 store_unavailable): database is locked" in msg
+
+
+def test_a_request_the_gateway_calls_bad_exits_2(cli: Run, gateway: LiveGateway) -> None:
+    r = cli("agent", "create", "not a valid name!")
+    assert r.returncode == 2
+    assert "'name'" in one_line_error(r)
+    assert gateway.admin("GET", "/admin/agents").json()["agents"] == []
