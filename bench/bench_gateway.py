@@ -47,14 +47,15 @@ from _harness import (
     workdir,
 )
 
-SUSTAINED_P99_MS = 50.0  # "sustained": every request answered and p99 (from intended time) under this
+SUSTAINED_P99_MS = 50.0
+STALLED_CLIENT_MS = 5.0  # pacer lag p99 above this: the client was held off the CPU; rerun the rate once  # "sustained": every request answered and p99 (from intended time) under this
 
 
 def _settings(quick: bool, smoke: bool) -> dict[str, Any]:
     if smoke:  # for tests/test_bench_smoke.py: proves the script runs end to end, measures nothing
         return dict(conns=4, warmup=0.3, saturation=0.5, open_dur=0.5, rates=[100], sustained_tries=1,
                     sustained_dur=0.5, max_requests=2_000, sqlite_seconds=0.2, peers=["starlette"],
-                    sweep=[], sweep_dur=0.5)  # fmt: skip
+                    sweep=[], sweep_dur=0.5, smoke=True)  # fmt: skip
     if quick:
         return dict(conns=32, warmup=1.0, saturation=3.0, open_dur=3.0, rates=[100, 1000, 3000],
                     sustained_tries=3, sustained_dur=3.0, max_requests=200_000, sqlite_seconds=1.0,
@@ -228,6 +229,17 @@ def measure_gateway(durability: str, s: dict[str, Any], profile_seconds: float =
             for rate in s["rates"]:
                 res = _open(gw.url, token, s, rate, s["open_dur"])
                 answered += _answered(res)
+                lag = (res.get("pacer_lag_ms") or {}).get("p99", 0.0)
+                if lag > STALLED_CLIENT_MS and not s.get("smoke"):
+                    # The load generator itself was held off the CPU (another process on the machine):
+                    # that run measured the machine, not the gateway. Run it once more, keep the run
+                    # whose client was disturbed least, and say so in the table.
+                    again = _open(gw.url, token, s, rate, s["open_dur"])
+                    answered += _answered(again)
+                    again_lag = (again.get("pacer_lag_ms") or {}).get("p99", 0.0)
+                    keep, drop = (again, res) if again_lag < lag else (res, again)
+                    keep["rerun_of_stalled_ms"] = (drop.get("pacer_lag_ms") or {}).get("p99")
+                    res = keep
                 out["rates"].append(res)
             # Highest sustained: try just under saturation; if that fails, bisect between the best
             # fixed rate that held and the lowest rate that did not.
@@ -380,7 +392,9 @@ def render(results: dict[str, Any]) -> str:
     lines.append(
         f"\"Sustained\": every request answered within the run and p99 ≤ {SUSTAINED_P99_MS:g} ms; the search "
         "tries 90% of saturation, then bisects between the best rate that held and the lowest that did not. "
-        "The client's own pacing lag (timer granularity, ~1 ms) is included in every latency, never subtracted."
+        "The client's own pacing lag (timer granularity, ~1 ms) is included in every latency, never subtracted. "
+        f"A fixed-rate run whose client lag p99 exceeded {STALLED_CLIENT_MS:g} ms (the load generator was held off "
+        "the CPU by other work) is run once more and the less disturbed run is shown, marked \"rerun\"."
     )
     lines.append("")
     rows = []
@@ -454,6 +468,8 @@ def _sat_row(label: str, r: dict[str, Any]) -> list[Any]:
 
 
 def _open_row(durability: str, r: dict[str, Any], suffix: str) -> list[Any]:
+    if r.get("rerun_of_stalled_ms") is not None:
+        suffix += f" (rerun; the other run's client lag p99 was {fmt_ms(r['rerun_of_stalled_ms'], 1)} ms)"
     lat = r["latency_ms"]
     bad = sum(v for k, v in r["statuses"].items() if k not in ("200", "403"))
     errs = sum(r["errors"].values())
