@@ -55,6 +55,7 @@ agent's token (revoked, expired, unknown): AutoGPT was stopped before its next c
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import importlib.util
@@ -1371,21 +1372,23 @@ def _make_sync_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable
 
 
 def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable[..., Any]:
+    """v0.5.0 / v0.5.1+: the gateway calls (and their waits: rate limits, approvals) run in a worker
+    thread, so AutoGPT's event loop goes on serving its other tasks meanwhile."""
     signature = inspect.signature(original)
 
     @functools.wraps(original, updated=())
     async def meshguard_dispatch(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind_partial(*args, **kwargs).arguments
         name, arguments = _call_parts(gov.generation, bound)
-        mapped, decision = _before(gov, name, arguments, bound)
+        mapped, decision = await asyncio.to_thread(_before, gov, name, arguments, bound)
         started = time.monotonic()
         if decision is None and mapped is not None:  # lifecycle: recorded, never refused
             try:
                 result = await original(*args, **kwargs)
             except BaseException as exc:
-                _record_lifecycle(gov, mapped, started, exc)
+                await asyncio.to_thread(_record_lifecycle, gov, mapped, started, exc)
                 raise
-            _record_lifecycle(gov, mapped, started, None, result)
+            await asyncio.to_thread(_record_lifecycle, gov, mapped, started, None, result)
             return result
         assert decision is not None
         if mapped is None or not decision["allowed"]:
@@ -1393,12 +1396,13 @@ def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callabl
         try:
             result = await original(*args, **kwargs)
         except BaseException as exc:
-            gov.gateway.record(mapped.action, mapped.resource, "error", f"{type(exc).__name__}: {exc}",
-                               duration_ms=(time.monotonic() - started) * 1000,
-                               decision_id=decision.get("decision_id"))  # fmt: skip
+            await asyncio.to_thread(gov.gateway.record, mapped.action, mapped.resource, "error",
+                                    f"{type(exc).__name__}: {exc}", duration_ms=(time.monotonic() - started) * 1000,
+                                    decision_id=decision.get("decision_id"))  # fmt: skip
             raise
-        gov.gateway.record(mapped.action, mapped.resource, _outcome(result), result,
-                           duration_ms=(time.monotonic() - started) * 1000, decision_id=decision.get("decision_id"))  # fmt: skip
+        await asyncio.to_thread(gov.gateway.record, mapped.action, mapped.resource, _outcome(result), result,
+                                duration_ms=(time.monotonic() - started) * 1000,
+                                decision_id=decision.get("decision_id"))  # fmt: skip
         return result
 
     meshguard_dispatch.__meshguard_original__ = original  # type: ignore[attr-defined]

@@ -401,3 +401,56 @@ def test_gateway_gone_mid_run_fails_closed_in_each_generations_form(
         else:
             assert result.startswith("Action failed: 'MeshGuard"), result
         assert "gateway" in result.lower(), result  # the agent learns why: governance is unreachable
+
+
+def test_v05_waiting_for_the_gateway_does_not_block_autogpts_event_loop(
+    start_gateway: Callable[..., LiveGateway], tmp_path: Path
+) -> None:
+    """v0.5+ dispatchers are coroutines on AutoGPT's event loop: while the launcher waits for a human
+    approval (or a rate limit), the loop's other tasks must go on running (review L3)."""
+    pol = tmp_path / "approval.yaml"
+    pol.write_text("name: approval\nappliesTo:\n  tags: [autogpt]\ndefaultEffect: deny\nrules: []\n"
+                   "humanInTheLoop:\n  requireApproval: [\"execute:pay_invoice\"]\n")  # fmt: skip
+    gw = start_gateway(pol)
+    _, token = gw.create_agent("standin-async", tags=["autogpt"])
+    code = textwrap.dedent("""
+        import asyncio, sys, types
+        import meshguard_autogpt as mg
+        import autogpt.agents.agent as agent_mod
+        from autogpt.models.command_registry import CommandRegistry
+
+        gw = mg.MeshGuardGateway(sys.argv[1], sys.argv[2], approval_timeout=3, verbose=False)
+        info = mg.patch_autogpt(gw, {})
+        agent = types.SimpleNamespace(command_registry=CommandRegistry(), _prompt_scratchpad=None)
+
+        async def main():
+            ticks = 0
+            done = False
+
+            async def other_task():  # e.g. AutoGPT's UI / server, or another agent's step
+                nonlocal ticks
+                while not done:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(other_task())
+            await asyncio.sleep(0)
+            before = ticks
+            try:
+                await agent_mod.execute_command("pay_invoice", {"id": "inv-1"}, agent)
+                outcome = "ran"
+            except Exception as exc:
+                outcome = type(exc).__name__
+            during = ticks - before
+            done = True
+            await task
+            print(info.generation, outcome, during)
+
+        asyncio.run(main())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code, gw.url, token], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": _pythonpath(STANDINS / "v0_5_0")})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    generation, outcome, during = proc.stdout.split()
+    assert (generation, outcome) == ("0.5.0", "OperationNotAllowedError")  # not approved: refused
+    assert int(during) > 20, proc.stdout  # the other task kept running during the 3 s wait
