@@ -223,7 +223,7 @@ def test_rate_limit_budget_survives_a_restart(start_gateway: Callable[..., LiveG
 @pytest.mark.slow
 def test_rate_limit_holds_across_sigkills(start_gateway: Callable[..., LiveGateway], tmp_path: Path,
                                           request: pytest.FixtureRequest) -> None:  # fmt: skip
-    """Within one minute, across SIGKILLs at random moments and restarts, exactly `requestsPerMinute`
+    """Within one window, across SIGKILLs at random moments and restarts, exactly the limit's number of
     requests are counted in total (allowed or denied: a denied request is still a request), as the
     audit trail records them: no committed decision is forgotten by the restarted gateway's counters,
     and none is granted twice."""
@@ -231,11 +231,11 @@ def test_rate_limit_holds_across_sigkills(start_gateway: Callable[..., LiveGatew
     kills = scale(request.config, 2, 6)
     rng = random.Random()
     policy = tmp_path / "limit.yaml"
-    policy.write_text(LIMIT_POLICY.replace("requestsPerMinute: 5", f"requestsPerMinute: {limit}"), encoding="utf-8")
+    # per hour, so that a slow machine cannot slide the window under the test
+    policy.write_text(LIMIT_POLICY.replace("requestsPerMinute: 5", f"requestsPerHour: {limit}"), encoding="utf-8")
     db = tmp_path / "meshguard.db"
     gw = start_gateway(policy, db_path=db)
     agent_id, token = gw.create_agent("limited-bot", tags=["crash"])
-    started = time.monotonic()
     answered = 0  # decisions (allow or deny) the clients received
     for _ in range(kills):
         stream = Stream()
@@ -254,11 +254,10 @@ def test_rate_limit_holds_across_sigkills(start_gateway: Callable[..., LiveGatew
         assert not stream.unexpected, stream.unexpected[:3]
         answered += stream.count()
         gw = start_gateway(policy, db_path=db)
-    # spend the rest of the minute's budget; then nothing more is admitted
+    # spend the rest of the budget; then nothing more is admitted
     with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
         statuses = [client.post("/proxy/governance/check", json={"action": "read:workspace", "resource": f"r{i}"}).status_code
                     for i in range(limit - answered + 20)]  # fmt: skip
-    assert time.monotonic() - started < 55, "too slow to stay inside one rate-limit window; the figure would mean nothing"
     assert set(statuses) <= {200, 429}
     assert statuses[-20:] == [429] * 20
     counted = [e for e in audited_checks(gw, agent_id) if e["decision"] in ("allow", "deny")]

@@ -135,9 +135,7 @@ def test_an_allow_dripped_slower_than_the_timeout_is_not_obeyed(driver: Driver) 
     interval = TIMEOUT / 4  # about 12 s for the whole allow
     with fault_server(faults.drip(interval)) as server:
         answer = driver.run(server.url, write(name), wait=120)
-    took = answer["elapsed"]
-    assert_refused(driver, answer, name, FAIL_CLOSED)
-    assert took < 10 * TIMEOUT, f"the refusal took {took:.1f}s with MESHGUARD_TIMEOUT={TIMEOUT:g}"
+    assert_refused(driver, answer, name, f"did not answer within {TIMEOUT:g}s", FAIL_CLOSED)
 
 
 # ---- answers that are errors or unreadable --------------------------------------------------
