@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md",
                         help="report file (default docs/performance.md); '-' for none")  # fmt: skip
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of the gateway")
+    parser.add_argument("--json-dir", type=Path, help="also keep each benchmark's raw results as DIR/<name>.json")
     args = parser.parse_args(argv)
 
     chosen = [b for b in BENCHMARKS if not args.only or b[0] in {x.strip() for x in args.only.split(",")}]
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             extra = ["--quick"]  # the policy benchmark's shortest mode
         if name == "gateway" and not args.smoke and not args.no_profile:
             extra.append("--profile")
+        if args.json_dir and name != "policy":
+            args.json_dir.mkdir(parents=True, exist_ok=True)
+            extra += ["--json-out", str(args.json_dir / f"{name}.json")]
         print(f"==> {name}: {script} {' '.join(extra)} (limit {limit} s)", file=sys.stderr, flush=True)
         status, out, err, seconds = _run_one(path, extra, limit)
         if status == 0 and out.strip():
