@@ -264,6 +264,65 @@ def test_admin_token_comparison_is_constant_time() -> None:
     assert not identity.admin_token_matches("", "")
 
 
+
+
+APPROVAL_POLICY = """\
+name: approval-policy
+version: "1.0"
+appliesTo:
+  tags: [bound]
+rules:
+  - effect: allow
+    actions: ["send:email", "read:*"]
+defaultEffect: deny
+humanInTheLoop:
+  requireApproval: ["send:email"]
+"""
+
+
+def test_approvals_and_decisions_belong_to_their_agent(start_gateway: Callable[..., LiveGateway], tmp_path: Any) -> None:
+    """A valid token proves who you are, not what you may borrow: another agent's approval, or one
+    asked for a different resource or context, allows nothing; another agent's decision cannot get
+    your outcome record; another agent's approval is not even visible."""
+    policy = tmp_path / "approval.yaml"
+    policy.write_text(APPROVAL_POLICY, encoding="utf-8")
+    gw = start_gateway(policy)
+    _, alice = gw.create_agent("alice-bot", tags=["bound"])
+    _, mallory = gw.create_agent("mallory-bot", tags=["bound"])
+    asked = gw.check(alice, "send:email", "boss@example.com", context={"sandbox": False})
+    assert asked.status_code == 403 and asked.json()["decision"] == "approval_required"
+    approval_id = asked.json()["approval_id"]
+    assert gw.admin("POST", f"/admin/approvals/{approval_id}/approve", json={"by": "operator"}).status_code == 200
+
+    borrowed = [
+        gw.check(mallory, "send:email", "boss@example.com", context={"sandbox": False}, approval_id=approval_id),
+        gw.check(alice, "send:email", "everyone@example.com", context={"sandbox": False}, approval_id=approval_id),
+        gw.check(alice, "send:email", "boss@example.com", context={"sandbox": True}, approval_id=approval_id),
+        gw.check(alice, "send:email", "boss@example.com", approval_id=approval_id),
+    ]
+    assert [r.status_code for r in borrowed] == [403, 403, 403, 403], [r.text for r in borrowed]
+    assert all(r.json()["allowed"] is False for r in borrowed)
+    seen = httpx.get(gw.url + f"/proxy/approvals/{approval_id}", headers={"Authorization": f"Bearer {mallory}"}, timeout=10)
+    assert seen.status_code == 404 and seen.json()["error"] == "not_found"
+
+    # the rightful use works once (so the refusals above were about the binding, not the approval)
+    used = gw.check(alice, "send:email", "boss@example.com", context={"sandbox": False}, approval_id=approval_id)
+    assert used.status_code == 200, used.text
+    again = gw.check(alice, "send:email", "boss@example.com", context={"sandbox": False}, approval_id=approval_id)
+    assert again.status_code == 403
+
+    # mallory cannot attach an outcome to alice's decision
+    forged = httpx.post(gw.url + "/proxy/governance/record", headers={"Authorization": f"Bearer {mallory}"},
+                        json={"action": "send:email", "status": "error", "result": "it failed, honest",
+                              "decision_id": used.json()["decision_id"]}, timeout=10)  # fmt: skip
+    assert forged.status_code == 404 and forged.json()["error"] == "not_found", forged.text
+    entry = [e for e in gw.admin("GET", "/admin/audit", params={"kind": "check", "limit": 100}).json()["entries"]
+             if e["decision_id"] == used.json()["decision_id"]]  # fmt: skip
+    assert entry and entry[0]["outcome"] is None
+    REFUSED.extend(["another agent's approval", "an approval for another resource", "an approval for another context",
+                    "another agent's decision for an outcome"])  # fmt: skip
+
+
 def test_figures() -> None:
     """Runs last in this file: how many attacks were tried and refused."""
     record("auth", attacks_refused=len(REFUSED), accepted=0)
