@@ -394,7 +394,7 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/health", tags=["public"])
     async def health() -> Response:
         problem = await gw.health_problem()
-        body = {
+        body: dict[str, Any] = {
             "status": "healthy" if problem is None else "unhealthy",
             "timestamp": iso(time.time()),
             "version": __version__,
@@ -427,7 +427,9 @@ def create_app(gw: Gateway) -> FastAPI:
             if not isinstance(resource, str):
                 raise InvalidRequestError(f"field 'resource' must be a string, not {type(resource).__name__}")
             if len(resource) > MAX_RESOURCE:
-                raise InvalidRequestError(f"field 'resource' is {len(resource)} characters; the limit is {MAX_RESOURCE}")
+                raise InvalidRequestError(
+                    f"field 'resource' is {len(resource)} characters; the limit is {MAX_RESOURCE}"
+                )
         if context is not None and not isinstance(context, dict):
             raise InvalidRequestError(f"field 'context' must be an object, not {type(context).__name__}")
         if approval_id is not None and (not isinstance(approval_id, str) or len(approval_id) > 128):

@@ -225,7 +225,9 @@ class Gateway:
             trace_id=None, decision_id=None,
         )  # fmt: skip
 
-    async def create_agent(self, name: Any, trust_tier: Any = "verified", tags: Any = None) -> tuple[AgentRecord, str, float]:
+    async def create_agent(
+        self, name: Any, trust_tier: Any = "verified", tags: Any = None
+    ) -> tuple[AgentRecord, str, float]:
         """A new agent and its first token: (agent, token, expires_at)."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise InvalidRequestError(
@@ -238,7 +240,8 @@ class Gateway:
             raise ConflictError(f"an agent named {name!r} already exists; choose another name or use that agent")
         now = self.clock()
         agent = AgentRecord(new_agent_id(), name, tier, tuple(tag_list), "active", now, None, now)
-        await self.store.insert_agent(agent, self._admin_event(agent, "agent_created", f"trust tier {tier}, tags {tag_list}"))
+        created = self._admin_event(agent, "agent_created", f"trust tier {tier}, tags {tag_list}")
+        await self.store.insert_agent(agent, created)
         self._cache_agent(agent)
         token, exp = self.tokens.issue(agent.id, agent.name, agent.trust_tier, list(agent.tags), now)
         log.info("agent created: %s (%s, %s)", agent.name, agent.id, tier)
@@ -410,7 +413,10 @@ class Gateway:
             reason = f"{d.reason}; approval {approval.id} is pending"
         elif approval.status in ("pending", "approved") and approval.expires_at <= now:
             result_approval = await self._expire(approval)
-            reason = f"denied: approval {approval.id} expired at {iso(approval.expires_at)}; retry without it to ask again"
+            reason = (
+                f"denied: approval {approval.id} expired at {iso(approval.expires_at)}; "
+                "retry without it to ask again"
+            )
         elif approval.status == "approved":
             used = replace(approval, status="used", used_at=now)
             why = (
@@ -633,7 +639,9 @@ class Gateway:
             folder = self._policy_dir()
             path = self._in_dir(policy, folder)
             if path is None:
-                raise ConflictError(f"policy {name!r} comes from {policy.source}, outside POLICIES_DIR; delete it there")
+                raise ConflictError(
+                    f"policy {name!r} comes from {policy.source}, outside POLICIES_DIR; delete it there"
+                )
             text = path.read_text(encoding="utf-8")
             reload_error = self.last_reload_error
             path.unlink()

@@ -22,7 +22,8 @@ def cli() -> None:
 @click.option("--host", default=None, help="Address to bind (HOST; default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (PORT; default 3100; 0 picks a free port).")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
-              help="State folder for secrets, gateway.json and the default database (MESHGUARD_STATE_DIR; ./.meshguard).")
+              help="State folder for secrets, gateway.json and the default database "
+                   "(MESHGUARD_STATE_DIR; ./.meshguard).")
 @click.option("--db", "db_path", type=click.Path(path_type=Path), default=None,
               help="SQLite database file (DB_PATH; default <state folder>/meshguard.db).")
 @click.option("--policies", "policies_dir", type=click.Path(path_type=Path), default=None,
