@@ -1,6 +1,6 @@
 """Fuzzing the policy loader: any input loads, or raises PolicyError that says where.
 
-MESHGUARD_SOAK=1 runs ten times the examples.
+--soak (or MESHGUARD_SOAK=1) runs ten times the examples.
 
 "Where" is the source name plus a line (and column) for every problem, except for a document with
 no content at all (then the file itself is the location) and undecodable bytes (then the byte
@@ -15,17 +15,18 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from meshguard_gateway.engine import Agent, Engine, Request
 from meshguard_gateway.errors import PolicyError
 from meshguard_gateway.policy import Policy, PolicySet, load_policies, parse_policies, parse_policy
 from tests.reliability.figures import record
-from tests.reliability.soak import examples
+from tests.reliability.soak import run_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "policies").glob("*.yaml"))}
@@ -142,9 +143,6 @@ def mutated_seed(draw: st.DrawFn) -> str:
     return text
 
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-
-
 # ---- properties -----------------------------------------------------------------------------
 
 
@@ -155,76 +153,77 @@ def test_seed_policies_load_and_are_usable() -> None:
     assert COUNTS["loaded"] >= len(SEEDS)
 
 
-@settings(max_examples=examples(400), **SETTINGS)
-@given(st.text(max_size=400))
-def test_any_text(text: str) -> None:
-    check_text(text)
+def test_any_text(request: pytest.FixtureRequest) -> None:
+    run_examples(request.config, 400, lambda text: check_text(text), st.text(max_size=400))
 
 
-@settings(max_examples=examples(400), **SETTINGS)
-@given(policy_like)
-def test_policy_shaped_yaml(tree: dict) -> None:
-    try:
-        text = yaml.safe_dump(tree, allow_unicode=True, sort_keys=False)
-    except (yaml.YAMLError, ValueError):
-        assume(False)
-    check_text(text)
+def test_policy_shaped_yaml(request: pytest.FixtureRequest) -> None:
+    def one(tree: dict[Any, Any]) -> None:
+        try:
+            text = yaml.safe_dump(tree, allow_unicode=True, sort_keys=False)
+        except (yaml.YAMLError, ValueError):
+            assume(False)
+        check_text(text)
+
+    run_examples(request.config, 400, one, policy_like)
 
 
-@settings(max_examples=examples(600), **SETTINGS)
-@given(mutated_seed())
-def test_mutated_seed_policies(text: str) -> None:
-    check_text(text)
+def test_mutated_seed_policies(request: pytest.FixtureRequest) -> None:
+    run_examples(request.config, 600, lambda text: check_text(text), mutated_seed())
 
 
-@settings(max_examples=examples(100), **SETTINGS)
-@given(st.integers(1, 5000), st.sampled_from(["[", "{", "- ", "a: "]))
-def test_deep_nesting(depth: int, opener: str) -> None:
-    if opener in "[{":
-        text = "name: deep\nrules: " + opener * depth
-    else:
-        text = "name: deep\nrules:\n" + "".join("  " * i + opener + "\n" for i in range(min(depth, 300)))
-    check_text(text)
-
-
-@settings(max_examples=examples(150), **SETTINGS)
-@given(st.lists(st.one_of(mutated_seed(), st.binary(max_size=200).map(lambda b: b)), min_size=1, max_size=4))
-def test_load_policies_from_a_folder(tmp_path_factory: pytest.TempPathFactory, items: list) -> None:
-    folder = tmp_path_factory.mktemp("fuzzdir")
-    texts: dict[str, str] = {}
-    for n, item in enumerate(items):
-        path = folder / f"p{n}.yaml"
-        if isinstance(item, bytes):
-            path.write_bytes(item)
-            try:
-                texts[str(path)] = item.decode("utf-8")
-            except UnicodeDecodeError:
-                texts[str(path)] = ""
+def test_deep_nesting(request: pytest.FixtureRequest) -> None:
+    def one(depth: int, opener: str) -> None:
+        if opener in "[{":
+            text = "name: deep\nrules: " + opener * depth
         else:
-            path.write_text(item, encoding="utf-8", newline="")
-            texts[str(path)] = item
-    COUNTS["cases"] += 1
-    try:
-        policies = load_policies(folder)
-    except PolicyError as exc:
-        assert_located(exc, texts)
-        COUNTS["refused_with_location"] += 1
-        return
-    assert_usable(policies)
-    COUNTS["loaded"] += 1
+            text = "name: deep\nrules:\n" + "".join("  " * i + opener + "\n" for i in range(min(depth, 300)))
+        check_text(text)
+
+    run_examples(request.config, 100, one, st.integers(1, 5000), st.sampled_from(["[", "{", "- ", "a: "]))
 
 
-@settings(max_examples=examples(100), **SETTINGS)
-@given(st.lists(st.sampled_from(sorted(SEEDS)), min_size=2, max_size=4))
-def test_duplicate_names_across_files_are_located(names: list[str]) -> None:
-    sources = [(f"{i}-{n}", SEEDS[n]) for i, n in enumerate(names)]
-    COUNTS["cases"] += 1
-    try:
-        parse_policies(sources)
-    except PolicyError as exc:
-        assert_located(exc, dict(sources))
-        assert len(set(names)) < len(names)
-        COUNTS["refused_with_location"] += 1
-        return
-    assert len(set(names)) == len(names)
-    COUNTS["loaded"] += 1
+def test_load_policies_from_a_folder(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> None:
+    def one(items: list[Any]) -> None:
+        folder = tmp_path_factory.mktemp("fuzzdir")
+        texts: dict[str, str] = {}
+        for n, item in enumerate(items):
+            path = folder / f"p{n}.yaml"
+            if isinstance(item, bytes):
+                path.write_bytes(item)
+                try:
+                    texts[str(path)] = item.decode("utf-8")
+                except UnicodeDecodeError:
+                    texts[str(path)] = ""
+            else:
+                path.write_text(item, encoding="utf-8", newline="")
+                texts[str(path)] = item
+        COUNTS["cases"] += 1
+        try:
+            policies = load_policies(folder)
+        except PolicyError as exc:
+            assert_located(exc, texts)
+            COUNTS["refused_with_location"] += 1
+            return
+        assert_usable(policies)
+        COUNTS["loaded"] += 1
+
+    run_examples(request.config, 150, one, st.lists(st.one_of(mutated_seed(), st.binary(max_size=200)), min_size=1,
+                                                    max_size=4))  # fmt: skip
+
+
+def test_duplicate_names_across_files_are_located(request: pytest.FixtureRequest) -> None:
+    def one(names: list[str]) -> None:
+        sources = [(f"{i}-{n}", SEEDS[n]) for i, n in enumerate(names)]
+        COUNTS["cases"] += 1
+        try:
+            parse_policies(sources)
+        except PolicyError as exc:
+            assert_located(exc, dict(sources))
+            assert len(set(names)) < len(names)
+            COUNTS["refused_with_location"] += 1
+            return
+        assert len(set(names)) == len(names)
+        COUNTS["loaded"] += 1
+
+    run_examples(request.config, 100, one, st.lists(st.sampled_from(sorted(SEEDS)), min_size=2, max_size=4))

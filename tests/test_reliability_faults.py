@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.autogpt_run import REFUSAL, autogpt_available
@@ -29,7 +28,7 @@ from tests.reliability import faults
 from tests.reliability.faults import ALLOW_BODY, FaultServer, fault_server
 from tests.reliability.driver import Driver, start_driver
 from tests.reliability.figures import record
-from tests.reliability.soak import examples, scale
+from tests.reliability.soak import run_examples, scale
 
 pytestmark = [
     pytest.mark.autogpt,
@@ -327,16 +326,19 @@ def scripted() -> Iterator[tuple[FaultServer, list[bytes]]]:
 ANSWER_FUZZ = {"cases": 0, "documented_allows": 0, "allowed_otherwise": 0}
 
 
-@settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
-@given(status=st.sampled_from([200, 200, 200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 429, 500, 503]),
-       body=st.one_of(st.sampled_from([ALLOW_BODY, {"allowed": True, "decision": "deny", "enforced": False},
-                                       {"allowed": True, "decision": "allow", "enforced": False}]),
-                      near_allows, answers, json_values))  # fmt: skip
-def test_client_runs_only_on_the_documented_allow(scripted: tuple[FaultServer, list[bytes]], status: int,
-                                                  body: Any) -> None:  # fmt: skip
+def test_client_runs_only_on_the_documented_allow(scripted: tuple[FaultServer, list[bytes]],
+                                                  request: pytest.FixtureRequest) -> None:  # fmt: skip
     """docs/http-api.md: run only on 200 with a JSON object whose `allowed` is true and whose
     `decision` is "allow" or `enforced` is false. Anything else refuses (the launcher's own client,
     the one the dispatcher patch uses, against random answers on a real socket)."""
+    statuses = st.sampled_from([200, 200, 200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 429, 500, 503])
+    bodies = st.one_of(st.sampled_from([ALLOW_BODY, {"allowed": True, "decision": "deny", "enforced": False},
+                                        {"allowed": True, "decision": "allow", "enforced": False}]),
+                       near_allows, answers, json_values)  # fmt: skip
+    run_examples(request.config, 300, lambda status, body: one_answer(scripted, status, body), statuses, bodies)
+
+
+def one_answer(scripted: tuple[FaultServer, list[bytes]], status: int, body: Any) -> None:
     from meshguard_autogpt import AgentRevokedError, MeshGuardGateway
 
     documented_allow = (status == 200 and isinstance(body, dict) and body.get("allowed") is True

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshguard_autogpt import map_command
@@ -30,7 +29,7 @@ from tests.autogpt_run import REFUSAL, autogpt_available
 from tests.conftest import LiveGateway
 from tests.reliability.driver import Driver, start_driver
 from tests.reliability.figures import record
-from tests.reliability.soak import examples
+from tests.reliability.soak import run_examples
 
 FIGURES = {"paths_tried": 0, "classified_workspace": 0, "landed_outside_as_workspace": 0}
 
@@ -206,10 +205,8 @@ paths = st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=7).map("/".join
 prefixed = st.tuples(st.sampled_from(["", "/", "./", "//"]), paths).map("".join)
 
 
-@settings(max_examples=examples(150, 20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(prefixed)
-def test_any_combination_is_never_outside_as_workspace(filename: str) -> None:
-    check_one(filename)
+def test_any_combination_is_never_outside_as_workspace(request: pytest.FixtureRequest) -> None:
+    run_examples(request.config, 150, check_one, prefixed, factor=20)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis.strategies import SearchStrategy
 
 
 def soak(config: pytest.Config) -> bool:
@@ -20,11 +24,14 @@ def scale(config: pytest.Config, default: int, soak_value: int) -> int:
     return soak_value if soak(config) else default
 
 
-def soak_from_env() -> bool:
-    """For values fixed at import time (hypothesis' max_examples): only MESHGUARD_SOAK=1 can reach them."""
-    return os.environ.get("MESHGUARD_SOAK", "") not in ("", "0")
+def run_examples(config: pytest.Config, default: int, test: Callable[..., None], *strategies: SearchStrategy[Any],
+                 factor: int = 10, **named: SearchStrategy[Any]) -> None:  # fmt: skip
+    """Run `test` under hypothesis with `default` examples, or `factor` times more in soak mode.
 
-
-def examples(default: int, factor: int = 10) -> int:
-    """max_examples for a hypothesis test: `default`, or `factor` times more under MESHGUARD_SOAK=1."""
-    return default * factor if soak_from_env() else default
+    Built at run time (not with decorators at import) so that `--soak` can reach the example count.
+    """
+    n = default * factor if soak(config) else default
+    wrapped = settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck))(
+        given(*strategies, **named)(test)
+    )
+    wrapped()
