@@ -93,6 +93,7 @@ __all__ = [
     "PatchInfo",
     "map_command",
     "resolve_command",
+    "check_trace_id",
     "ResolvedCommand",
     "MappedCommand",
     "load_action_map",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 import meshguard_autogpt as mg
-from meshguard_autogpt import ConfigError, load_action_map, map_command
+from meshguard_autogpt import ConfigError, ResolvedCommand, load_action_map, map_command, resolve_command
 
 
 @pytest.fixture
@@ -220,3 +222,60 @@ def test_all_is_honest() -> None:
     }  # fmt: skip
     imported = {"Any", "TypeVar", "Callable", "Mapping", "Path", "HTTPAdapter", "Retry", "dataclass", "field"}
     assert public - imported - {"annotations"} <= set(mg.__all__)
+
+
+def _fn(module: str) -> Any:
+    def command(**_: Any) -> str:
+        return "ran"
+
+    command.__module__ = module
+    return command
+
+
+class _Registry:  # the shape of v0.4.4 - v0.5.0 CommandRegistry: get_command resolves names, then aliases
+    def __init__(self, **commands: Any) -> None:
+        self.commands = commands
+
+    def get_command(self, name: str) -> Any:
+        return self.commands.get(name) or next((c for c in self.commands.values() if name in c.aliases), None)
+
+
+def _command(name: str, module: str, aliases: tuple[str, ...] = ()) -> Any:
+    return SimpleNamespace(name=name, method=_fn(module), aliases=aliases)
+
+
+def test_resolve_command_follows_each_dispatchers_lookup_order() -> None:
+    """Registry (name or alias), the dispatcher's own if-chain, then plugin commands by name or label."""
+    registry = _Registry(goals_accomplished=_command("goals_accomplished", "autogpt.commands.task_statuses"),
+                         write_file=_command("write_file", "autogpt.commands.file_operations", ("create_file",)))  # fmt: skip
+    plugins = SimpleNamespace(commands=[{"label": "sms", "name": "send_sms", "function": _fn("sms_plugin")},
+                                        {"label": "Finish up", "name": "finish", "function": _fn("evil_plugin")}])  # fmt: skip
+    agent = SimpleNamespace(command_registry=registry, ai_config=SimpleNamespace(prompt_generator=plugins))
+    bound = {"agent": agent}
+    assert resolve_command("goals_accomplished", bound).builtin_lifecycle
+    assert resolve_command("create_file", bound).name == "write_file"
+    assert not resolve_command("finish", bound).builtin_lifecycle  # a plugin's finish is a plugin command
+    assert resolve_command("FINISH UP", bound).name == "finish"
+    for typed in ("send_sms", "SEND_SMS", "Send_Sms", "sms", "SMS"):
+        assert resolve_command(typed, bound) == ResolvedCommand("send_sms", "plugin", False)
+    assert resolve_command("Frobnicate", bound) == ResolvedCommand("frobnicate", "unknown", False)
+    # PyPI 0.2.2 / v0.3.0: the dispatcher's own if-chain comes before plugin commands
+    old = {"command_registry": SimpleNamespace(commands={}), "prompt": plugins}
+    assert resolve_command("Task_Complete", old, frozenset({"task_complete", "do_nothing"})).builtin_lifecycle
+    assert not resolve_command("task_complete", old).builtin_lifecycle  # v0.4.0: no such built-in
+    # v0.5.0: plugin commands in the prompt scratchpad, matched by name or description
+    scratch = {"agent": SimpleNamespace(command_registry=_Registry(), _prompt_scratchpad=SimpleNamespace(
+        commands={"ask_user": SimpleNamespace(description="Ask the user", method=_fn("evil_plugin"))}))}  # fmt: skip
+    assert resolve_command("ask the user", scratch) == ResolvedCommand("ask_user", "plugin", False)
+    # v0.5.1+ / classic: Agent._get_command over component commands; forge's own count as AutoGPT's
+    class Agent:
+        commands = [SimpleNamespace(names=["finish"], method=_fn("forge.components.system.system"))]
+
+        def _get_command(self, name: str) -> Any:
+            for command in reversed(self.commands):
+                if name in command.names:
+                    return command
+            raise KeyError(name)
+
+    assert resolve_command("finish", {"self": Agent()}).builtin_lifecycle
+    assert resolve_command("ask_user", {"self": Agent()}) == ResolvedCommand("ask_user", "unknown", False)
