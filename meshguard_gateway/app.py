@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
+from urllib.parse import quote
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -123,7 +125,34 @@ async def read_json_object(request: Request, limit: int, *, required: bool = Tru
         raise InvalidRequestError(f"the body is not valid JSON ({exc}); send a JSON object") from None
     if not isinstance(data, dict):
         raise InvalidRequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
+        raise InvalidRequestError(
+            "the body holds a lone UTF-16 surrogate (an escape like \\ud800 without its pair); "
+            "send valid Unicode text"
+        )
     return data
+
+
+# A JSON escape in the surrogate range; only then can json.loads produce text that is not Unicode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    """Every string (keys included) in a parsed JSON value encodes as UTF-8."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return True
 
 
 def _opt_str(body: Mapping[str, Any], key: str, max_len: int) -> str | None:
@@ -226,8 +255,16 @@ def _decision_headers(r: CheckResult) -> dict[str, str]:
         "X-MeshGuard-Decision-Id": r.decision_id,
     }
     if r.policy is not None:
-        h["X-MeshGuard-Policy"] = r.policy
+        h["X-MeshGuard-Policy"] = header_value(r.policy)
     return h
+
+
+def header_value(text: str) -> str:
+    """A value every HTTP stack can carry: printable ASCII as is, anything else percent-encoded
+    (UTF-8), so a policy named in any script cannot break the answer after its audit row is written."""
+    if text.isascii() and text.isprintable():
+        return text
+    return quote(text, safe=" !#$&'()*+,/:;=?@[]~")
 
 
 def decision_answer(r: CheckResult, mode: str, sdk_form: bool = False) -> Response:
@@ -403,7 +440,7 @@ def create_app(gw: Gateway) -> FastAPI:
         }
         if gw.last_reload_error is not None:
             # still healthy (the last good set decides), but the files on disk are not what is in force
-            body["policy_reload_error"] = gw.last_reload_error.details
+            body["last_reload_error"] = gw.last_reload_error.details
         if problem is not None:
             body["reason"] = problem
             return json_response(body, 503)
@@ -591,7 +628,10 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.get("/admin/policies", tags=["admin"], dependencies=admin)
     async def list_policies() -> Response:
-        return json_response({"policies": [_policy_json(p) for p in gw.policies]})
+        body: dict[str, Any] = {"policies": [_policy_json(p) for p in gw.policies]}
+        if gw.last_reload_error is not None:
+            body["last_reload_error"] = gw.last_reload_error.details
+        return json_response(body)
 
     @app.post(
         "/admin/policies",

@@ -206,6 +206,14 @@ class Gateway:
             raise InvalidTokenError(f"revoked: agent '{agent.name}' was revoked; it cannot act any more")
         return agent
 
+    def _still_active(self, agent: AgentRecord) -> AgentRecord:
+        """The agent as it is now: a revocation that landed while its request body was still
+        arriving (after the token was checked) refuses the request too."""
+        current = self._agents.get(agent.id)
+        if current is None or current.status != "active":
+            raise InvalidTokenError(f"revoked: agent '{agent.name}' was revoked; it cannot act any more")
+        return current
+
     def find_agent(self, ref: str) -> AgentRecord:
         """An agent by id or name; NotFoundError otherwise."""
         agent = self._agents.get(ref)
@@ -336,6 +344,7 @@ class Gateway:
         trace_id: str | None = None,
     ) -> CheckResult:
         """Decide, audit (committed before returning), answer."""
+        agent = self._still_active(agent)
         now = self.clock()
         trace = trace_id or new_trace_id()
         d = self.engine.decide(Request(self._engine_agents[agent.id], action, resource, context), now)
@@ -461,6 +470,7 @@ class Gateway:
         trace_id: str | None,
     ) -> int:
         """Store an outcome, linked to its decision when ``decision_id`` is given."""
+        agent = self._still_active(agent)
         now = self.clock()
         if result is not None and len(result) > RESULT_LIMIT:
             result = result[:RESULT_LIMIT]

@@ -421,10 +421,9 @@ class _Writer:
             try:
                 rows.extend((job, fut, loop) for job, _, fut, loop in batch)
                 flush_rows()
-            except Exception as exc:
-                log.error("database %s: write failed: %s", self._db_path, exc)
-                err = StoreError(f"database {self._db_path}: write failed ({exc}); nothing was saved, retry")
-                results = [(fut, loop, None, err) for _, _, fut, loop in batch]
+            except Exception as exc:  # one bad row must not fail its neighbours: one by one
+                log.warning("database %s: batch insert failed (%s); retrying row by row", self._db_path, exc)
+                results = [self._insert_one(job, fut, loop) for job, _, fut, loop in batch]
             self._deliver(results)
             return
         try:
@@ -458,6 +457,15 @@ class _Writer:
             err = StoreError(f"database {self._db_path}: write failed ({exc}); nothing was saved, retry")
             results = [(fut, loop, None, err) for _, _, fut, loop in batch]
         self._deliver(results)
+
+    def _insert_one(
+        self, params: tuple[Any, ...], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]:
+        try:
+            return fut, loop, int(self._conn.execute(_INSERT_AUDIT, params).lastrowid or 0), None
+        except Exception as exc:
+            log.error("database %s: write failed: %s", self._db_path, exc)
+            return fut, loop, None, StoreError(f"database {self._db_path}: write failed ({exc}); nothing was saved")
 
     @staticmethod
     def _deliver(
@@ -809,7 +817,9 @@ class SQLiteStore:
         where = "kind = 'check' AND ts >= ?"
         params: list[Any] = [since]
         if agent:
-            where += " AND agent_id = ?"
+            # unary +: not an index term, so SQLite keeps the covering time index (a window of
+            # rows) instead of walking the agent's whole history (H6 measured 45 ms -> 0.7 ms)
+            where += " AND +agent_id = ?"
             params.append(agent)
 
         def run(c: sqlite3.Connection) -> AuditStats:

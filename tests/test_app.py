@@ -580,10 +580,34 @@ def test_reload_endpoint_with_last_good_semantics(gateway: LiveGateway) -> None:
     bad = gateway.admin("POST", "/admin/policies/reload")
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_policy"
     assert any("ops.yaml" in e and "maybe" in e for e in bad.json()["errors"])
-    names = [p["name"] for p in gateway.admin("GET", "/admin/policies").json()["policies"]]
+    listed = gateway.admin("GET", "/admin/policies").json()
+    names = [p["name"] for p in listed["policies"]]
     assert sorted(names) == ["autogpt-policy", "autogpt-production", "ops"]  # still the last good set
+    assert any("maybe" in e for e in listed["last_reload_error"])
     health = httpx.get(gateway.url + "/health")
-    assert health.status_code == 200 and any("maybe" in e for e in health.json()["policy_reload_error"])
+    assert health.status_code == 200 and any("maybe" in e for e in health.json()["last_reload_error"])
     (gateway.policies_dir / "ops.yaml").write_text(APPROVAL_POLICY)
     assert gateway.admin("POST", "/admin/policies/reload").status_code == 200
-    assert "policy_reload_error" not in httpx.get(gateway.url + "/health").json()
+    assert "last_reload_error" not in httpx.get(gateway.url + "/health").json()
+
+
+def test_revocation_while_the_body_is_still_arriving_refuses(gateway: LiveGateway) -> None:
+    """The token is checked when the headers arrive; a revoke that commits before the body has
+    arrived must still refuse the request (the decision uses the agent as it is then)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    agent_id, token = gateway.create_agent("slowpoke")
+    body = b'{"action": "read:web"}'
+    host, port = urlsplit(gateway.url).hostname, urlsplit(gateway.url).port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        head = (f"POST /proxy/governance/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        sock.sendall(head.encode() + body[:5])
+        time.sleep(0.3)  # the gateway has authenticated and waits for the rest of the body
+        assert gateway.admin("DELETE", f"/admin/agents/{agent_id}").status_code == 200
+        sock.sendall(body[5:])
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 401"), answer[:200]
+    assert "revoked" in answer
+    assert [e for e in audit(gateway, kind="check")] == []  # nothing was decided for it

@@ -185,3 +185,54 @@ def test_deeply_nested_policies_are_refused(gateway: LiveGateway) -> None:
     assert resp.status_code == 400, resp.text
     assert httpx.get(gateway.url + "/health").status_code == 200  # still up
     assert "Traceback" not in gateway.log()
+
+
+def test_lone_surrogates_are_a_400_and_spare_their_neighbours(gateway: LiveGateway, agent_token: str) -> None:
+    import asyncio
+
+    auth = {"Authorization": f"Bearer {agent_token}", "Content-Type": "application/json"}
+    bad_bodies = [
+        b'{"action": "write:workspace", "resource": "a\\ud800"}',
+        b'{"action": "write:workspace", "context": {"\\udfff": 1}}',
+        b'{"action": "read:\\uD800x"}',
+    ]
+    for raw in bad_bodies:
+        resp = httpx.post(gateway.url + "/proxy/governance/check", content=raw, headers=auth)
+        body = assert_error_shape(resp, 400, "invalid_request")
+        assert "surrogate" in body["message"]
+    paired = httpx.post(gateway.url + "/proxy/governance/check", headers=auth,
+                        content=b'{"action": "read:web", "resource": "smile-\\ud83d\\ude00"}')  # fmt: skip
+    assert paired.status_code == 200 and paired.json()["resource"] == "smile-\U0001f600"
+    policy = gateway.admin("POST", "/admin/policies", content=b'{"yaml": "name: x\\ud800"}',
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+    assert_error_shape(policy, 400)
+    rec = httpx.post(gateway.url + "/proxy/governance/record", headers=auth,
+                     content=b'{"action": "read:web", "result": "\\ud800"}')  # fmt: skip
+    assert_error_shape(rec, 400)
+
+    async def mixed() -> list[int]:  # good and bad checks at once: the good ones all commit
+        async with httpx.AsyncClient(base_url=gateway.url, headers=auth, timeout=60) as c:
+            calls = [c.post("/proxy/governance/check",
+                            content=bad_bodies[0] if i % 3 == 0 else b'{"action": "read:web"}')
+                     for i in range(90)]  # fmt: skip
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    statuses = asyncio.run(mixed())
+    assert statuses.count(400) == 30 and statuses.count(200) + statuses.count(429) == 60
+    assert "Traceback" not in gateway.log()
+
+
+def test_policy_names_in_any_script_reach_the_header_safely(start_gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "uni"
+    folder.mkdir()
+    (folder / "p.yaml").write_text(
+        "name: 策略\nappliesTo:\n  tags: [autogpt]\nrules:\n  - effect: allow\n    actions: ['read:*']\n",
+        encoding="utf-8",
+    )
+    gw = start_gateway(folder)
+    _, token = gw.create_agent("unicode-bot")
+    resp = gw.check(token, "read:web")
+    assert resp.status_code == 200 and resp.json()["policy"] == "策略"
+    assert resp.headers["X-MeshGuard-Policy"] == "%E7%AD%96%E7%95%A5"
+    denied = gw.check(token, "write:x")
+    assert denied.status_code == 403 and denied.json()["policy"] == "策略"

@@ -214,3 +214,21 @@ def test_an_older_database_is_migrated_forward_keeping_its_rows(tmp_path: Path) 
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
     indexes = {r[1] for r in conn.execute("PRAGMA index_list(audit_log)")}
     assert "audit_log_ts_cover" in indexes and "audit_log_ts" not in indexes
+
+
+def test_a_bad_row_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = SQLiteStore(tmp_path / "m.db")
+        await store.open()
+        bad = AuditEvent(**{**event(99).__dict__, "resource": "a\ud800"})  # not encodable: SQLite refuses it
+        results = await asyncio.gather(
+            *(store.append_audit(event(i)) for i in range(5)), store.append_audit(bad),
+            *(store.append_audit(event(i)) for i in range(5, 10)), return_exceptions=True,
+        )  # fmt: skip
+        assert isinstance(results[5], StoreError)
+        assert all(isinstance(r, int) for i, r in enumerate(results) if i != 5)
+        rows = await store.query_audit(AuditQuery(limit=100, order="asc"))
+        assert len(rows) == 10 and [r.id for r in rows] == sorted(r for r in results if isinstance(r, int))
+        await store.close()
+
+    run(go())
