@@ -32,10 +32,10 @@ from _harness import AUTOGPT_PY, BenchError, fmt_int, fmt_ms, machine_info, md_t
 
 def _settings(quick: bool, smoke: bool) -> dict[str, Any]:
     if smoke:
-        return {"pairs": 30, "warmup": 5, "peer_calls": 30}
+        return {"pairs": 30, "warmup": 5, "peer_calls": 30, "profile_calls": 20}
     if quick:
-        return {"pairs": 500, "warmup": 50, "peer_calls": 500}
-    return {"pairs": 3000, "warmup": 200, "peer_calls": 2000}
+        return {"pairs": 500, "warmup": 50, "peer_calls": 500, "profile_calls": 200}
+    return {"pairs": 3000, "warmup": 200, "peer_calls": 2000, "profile_calls": 500}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,8 +189,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         json.loads(resp.read())
         raw_times.append((time.perf_counter() - t0) * 1000)
     conn.close()
+    profile = _profile_governed(governed, registry, prompt, reset_log, spec["profile_calls"])
     mg.unpatch_autogpt()
     return {
+        "profile": profile,
         "patch": {"generation": info.generation, "target": info.target, "autogpt_version": info.autogpt_version},
         "ungoverned_ms": percentiles(ung),
         "governed_ms": percentiles(gov),
@@ -206,6 +208,32 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "peer_http_client_ms": percentiles(raw_times),
         "gateway_stats": dict(gateway.stats),
     }
+
+
+def _profile_governed(governed: Any, registry: Any, prompt: Any, reset_log: Any, calls: int) -> list[dict[str, Any]]:
+    """cProfile over `calls` governed write_to_file calls: the functions that take a governed command's
+    time (cumulative ms per command), limited to the launcher, its HTTP client and threading."""
+    import cProfile
+    import pstats
+
+    reset_log()
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(calls):
+        governed(registry, "write_to_file", {"filename": f"prof-{i}.txt", "text": "profiled\n"}, prompt)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    keep = ("meshguard_autogpt.py", "threading.py", "requests/", "urllib3/", "http/client.py", "socket.py",
+            "autogpt/")  # fmt: skip
+    rows = []
+    for (path, line, func), (_cc, ncalls, _tt, cumtime, _callers) in stats.items():
+        if not any(k in path for k in keep):
+            continue
+        short = path.rsplit("site-packages/", 1)[-1].rsplit("/lib/python3.11/", 1)[-1]
+        rows.append({"function": f"{short.split('/')[-1]}:{line}({func})", "where": short,
+                     "calls_per_command": ncalls / calls, "ms_per_command": cumtime / calls * 1000})  # fmt: skip
+    rows.sort(key=lambda r: -r["ms_per_command"])
+    return rows[:14]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,6 +336,14 @@ def render(r: dict[str, Any]) -> str:
     lines.append(md_table(["target", "measured", "result"],
                           [["≤ 2 ms added per command (median)", f"{fmt_ms(med, 3)} ms", "met" if med <= 2 else "MISSED"]]))  # fmt: skip
     lines.append("")
+    if r.get("profile"):
+        lines.append(f"Where a governed command's time goes (cProfile over {r['settings']['profile_calls']} governed "
+                     "calls; cumulative, so nested rows overlap; profiling itself adds overhead):")  # fmt: skip
+        lines.append("")
+        lines.append(md_table(["function", "calls per command", "ms per command"],
+                              [[f"`{p['function']}`", f"{p['calls_per_command']:g}", fmt_ms(p["ms_per_command"], 3)]
+                               for p in r["profile"]]))  # fmt: skip
+        lines.append("")
     audit = ", ".join(f"{t}: {fmt_int(n)}" for t, n in r["audit_rows_for_trace"].items())
     lines.append(
         f"Every governed call is two HTTP round trips (check before, record after); a bare `requests` round "
