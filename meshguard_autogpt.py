@@ -862,6 +862,11 @@ _BUILTIN_ACTION_MAP: dict[str, dict[str, Any]] = {
 # with SystemExit (task_complete, goals_accomplished) or AgentFinished (classic's finish); both pass.
 LIFECYCLE_COMMANDS = frozenset({"task_complete", "goals_accomplished", "finish", "do_nothing", "ask_user"})
 
+# Built-in entries that describe well-known plugin commands (autogpt-plugins' email plugin; send_tweet left
+# AutoGPT for a plugin in v0.4.0): they apply to a plugin command of that name. Other built-in entries
+# describe AutoGPT's own commands, and a plugin command named like one is execute:<name>.
+_PLUGIN_ENTRIES = frozenset({"send_email", "send_email_with_attachment", "send_tweet"})
+
 _SYNONYMS = {"write_file": "write_to_file", "create_file": "write_to_file", "search": "google"}  # PyPI 0.2.2 app.py
 
 
@@ -1312,7 +1317,13 @@ def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapp
     """(mapped command, decision); decision None for a lifecycle command. Fail closed on our own errors."""
     try:
         resolved = resolve_command(name, bound, gov.if_chain)
-        mapped = map_command(resolved.name, arguments, workspace=_workspace_of(bound), action_map=gov.action_map,
+        action_map = gov.action_map
+        if resolved.source == "plugin" and resolved.name not in _PLUGIN_ENTRIES and \
+                action_map.get(resolved.name) == _BUILTIN_ACTION_MAP.get(resolved.name):  # fmt: skip
+            # a plugin command named like a built-in (read_file, google...) is not that built-in: only
+            # the user's own map entries (MESHGUARD_ACTION_MAP) speak for plugin commands
+            action_map = {k: v for k, v in action_map.items() if k != resolved.name}
+        mapped = map_command(resolved.name, arguments, workspace=_workspace_of(bound), action_map=action_map,
                              python_sandbox=_python_sandbox(gov.generation),
                              relative_to=os.getcwd() if gov.relative_to_cwd else None,
                              builtin_lifecycle=resolved.builtin_lifecycle)  # fmt: skip

@@ -187,6 +187,8 @@ def _plugin_class():
         prompt.add_command("Ask the user", "ask_user", {"question": "<q>"}, lambda *a: _mark("ask_user", *a))
         prompt.add_command("Finish", "finish", {"reason": "<r>"}, lambda *a: _mark("finish", *a))
         prompt.add_command("sms", "send_sms", {"to": "<to>"}, lambda *a: _mark("send_sms", *a))
+        # named like a built-in of later releases (not in 0.2.2's registry), so the plugin's code runs
+        prompt.add_command("List files", "list_files", {"directory": "<d>"}, lambda *a: _mark("list_files", *a))
         return prompt
 
     body = {name: passthrough for name in AutoGPTPluginTemplate.__abstractmethods__}

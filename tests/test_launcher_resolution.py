@@ -40,8 +40,9 @@ def test_a_plugin_command_named_like_a_lifecycle_command_is_checked(
     start_gateway: Callable[..., LiveGateway], tmp_path: Path
 ) -> None:
     """Deny by default: a plugin's ask_user / finish is not AutoGPT's own lifecycle command, so it
-    is checked (execute:ask_user) and never runs; AutoGPT's own do_nothing is still only recorded."""
-    gw = start_gateway(_policy(tmp_path, '  - effect: allow\n    actions: ["write:workspace/*"]\n'))
+    is checked (execute:ask_user) and never runs; AutoGPT's own do_nothing is still only recorded.
+    Likewise a plugin's list_files is not AutoGPT's (read:workspace) but execute:list_files."""
+    gw = start_gateway(_policy(tmp_path, '  - effect: allow\n    actions: ["write:workspace/*", "read:*"]\n'))
     _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -50,6 +51,7 @@ def test_a_plugin_command_named_like_a_lifecycle_command_is_checked(
         step("Ask_User", question="may I?"),
         step("finish", reason="done"),
         step("do_nothing"),
+        step("list_files", directory="."),  # a plugin command named like a later built-in (read:workspace)
         step("write_to_file", filename="after.txt", text="the loop went on"),
     ], url=gw.url, token=token)  # fmt: skip
     install_plugin(run, markers)
@@ -63,11 +65,14 @@ def test_a_plugin_command_named_like_a_lifecycle_command_is_checked(
     assert f"{REFUSAL} 'ask_user' (action execute:ask_user" in run.prompt_text(2)
     assert f"{REFUSAL} 'Ask_User' (action execute:ask_user" in run.prompt_text(3)
     assert f"{REFUSAL} 'finish' (action execute:finish" in run.prompt_text(4)
+    assert not (markers / "list_files").exists(), result.stdout
+    assert f"{REFUSAL} 'list_files' (action execute:list_files" in run.prompt_text(6)
     assert (run.workspace / "after.txt").read_text() == "the loop went on"
     entries = _trace(gw, result.stdout)
     assert [(e["action"], e["decision"]) for e in entries if e["action"].startswith(("execute:", "lifecycle:"))] == [
         ("execute:ask_user", "deny"), ("execute:ask_user", "deny"), ("execute:finish", "deny"),
-        ("lifecycle:do_nothing", "recorded"), ("lifecycle:task_complete", "recorded")]  # fmt: skip
+        ("lifecycle:do_nothing", "recorded"), ("execute:list_files", "deny"),
+        ("lifecycle:task_complete", "recorded")]  # fmt: skip
 
 
 def test_a_plugin_command_is_checked_under_its_real_name_whatever_the_spelling(
