@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -93,21 +92,9 @@ def operator(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 def stop_previous_gateway() -> None:
     """A gateway left running by the previous demo holds the old state folder: stop it first."""
-    info = RUN / ".meshguard" / "gateway.json"
-    try:
-        pid = int(json.loads(info.read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
+    state = RUN / ".meshguard"
+    if state.exists():
+        subprocess.run([*MESHGUARD, "gateway", "stop", "--state-dir", str(state)], capture_output=True, timeout=60)
 
 
 def prepare() -> None:
@@ -234,7 +221,7 @@ def main() -> int:
     if args.stop_gateway:
         stop_previous_gateway()
     else:
-        print("  stop the gateway: kill $(python3 -c 'import json;print(json.load(open(\".meshguard/gateway.json\"))[\"pid\"])')")
+        print("  ../../.venv/bin/meshguard gateway stop      # stop the embedded gateway")
         print("  (rerunning the demo stops it and starts afresh)")
     failed = [what for ok, what in results if not ok]
     if failed:
