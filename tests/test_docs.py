@@ -131,7 +131,10 @@ def test_doc_commands_run(doc: Path, gateway: LiveGateway, tmp_path: Path) -> No
     shutil.copy(ROOT / "meshguard_autogpt.py", sandbox)
     shims = tmp_path / "bin"
     shims.mkdir()
-    (shims / "python").symlink_to(ROOT / ".venv-autogpt" / "bin" / "python")
+    # A wrapper, not a symlink: a symlinked venv interpreter does not find its virtual environment.
+    shim = shims / "python"
+    shim.write_text(f'#!/bin/sh\nexec "{ROOT / ".venv-autogpt" / "bin" / "python"}" "$@"\n')
+    shim.chmod(0o755)
     _, token = gateway.create_agent("autogpt-agent", ["autogpt", "autonomous"])
     env = {
         **gateway.env,
