@@ -26,7 +26,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshguard_gateway import __version__
 from meshguard_gateway.engine import Effect
-from meshguard_gateway.errors import AuthError, InvalidRequestError, MeshGuardError, NotFoundError
+from meshguard_gateway.errors import (
+    AuthError,
+    InternalError,
+    InvalidRequestError,
+    MeshGuardError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from meshguard_gateway.gateway import CheckResult, Gateway, iso, valid_trace_id
 from meshguard_gateway.identity import InvalidTokenError, admin_token_matches
 from meshguard_gateway.store import AgentRecord, Approval, AuditEntry, AuditQuery
@@ -38,24 +46,6 @@ MAX_RESOURCE = 4096
 MAX_ACTION = 256
 
 
-class PayloadTooLargeError(MeshGuardError):
-    code = "payload_too_large"
-    status = 413
-
-
-class MethodNotAllowedError(MeshGuardError):
-    code = "method_not_allowed"
-    status = 405
-
-
-class InternalError(MeshGuardError):
-    """A bug in the gateway (never the client's input): logged with its traceback."""
-
-    code = "internal_error"
-    status = 500
-
-    def __init__(self) -> None:
-        super().__init__("internal error in the gateway; see its log. Nothing was decided.")
 
 
 class HTTPStatusError(MeshGuardError):

@@ -12,6 +12,9 @@ the CLI into a one-line message and an exit status; nothing else catches them.
   x ConflictError          the request contradicts current state (name taken, already decided)
   x InvalidRequestError    client input that is well-formed JSON but wrong
   x StoreError             the database cannot be used
+  x PayloadTooLargeError   a request body over the limit (413)
+  x MethodNotAllowedError  a known path with the wrong method (405)
+  x InternalError          a bug in the gateway, never the client's input (500)
 """
 
 from __future__ import annotations
@@ -110,3 +113,23 @@ class InvalidRequestError(MeshGuardError):
 class StoreError(MeshGuardError):
     code = "store_unavailable"
     status = 503
+
+
+class PayloadTooLargeError(MeshGuardError):
+    code = "payload_too_large"
+    status = 413
+
+
+class MethodNotAllowedError(MeshGuardError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class InternalError(MeshGuardError):
+    """A bug in the gateway (never the client's input): logged with its traceback."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self) -> None:
+        super().__init__("internal error in the gateway; see its log. Nothing was decided.")
