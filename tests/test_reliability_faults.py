@@ -125,16 +125,19 @@ def test_an_allow_that_arrives_after_the_timeout_is_not_obeyed(driver: Driver) -
 
 
 def test_an_allow_dripped_slower_than_the_timeout_is_not_obeyed(driver: Driver) -> None:
-    """Each byte arrives within the timeout, the whole answer takes many timeouts.
+    """Each byte arrives within the timeout, the whole answer takes many timeouts (about 19 s).
 
-    MESHGUARD_TIMEOUT is "seconds to wait for the gateway per request": an answer that takes
-    far longer than that must not let the command run.
+    MESHGUARD_TIMEOUT is "seconds to wait for the gateway per request": the command must not run,
+    and the refusal must come while the gateway is still dripping, not once it has finished (a
+    gateway that drips forever would otherwise hang AutoGPT forever).
     """
     name = fresh_name()
-    interval = TIMEOUT / 4  # about 12 s for the whole allow
-    with fault_server(faults.drip(interval)) as server:
+    with fault_server(faults.drip(TIMEOUT / 4)) as server:
         answer = driver.run(server.url, write(name), wait=120)
+        dripped_when_refused, finished = server.dripped, server.late_answers_sent
     assert_refused(driver, answer, name, f"did not answer within {TIMEOUT:g}s", FAIL_CLOSED)
+    assert finished == 0, (f"the refusal came only after the gateway had dripped its whole answer "
+                           f"({dripped_when_refused} bytes): the launcher waited for it, not for its timeout")  # fmt: skip
 
 
 # ---- answers that are errors or unreadable --------------------------------------------------

@@ -94,9 +94,9 @@ def late(delay: float, status: int = 200, body: Any = ALLOW_BODY) -> Behavior:
     return play
 
 
-def drip(interval: float, body: bytes = b'{"allowed":true,"decision":"allow"}') -> Behavior:
+def drip(interval: float, body: bytes = b'{"allowed":true,"decision":"allow"}' + b" " * 40) -> Behavior:
     """Send the head of a 200 at once, then an allow body one byte every `interval` seconds:
-    each read is quick, the whole answer is slow."""
+    each read is quick, the whole answer is slow. `server.dripped` counts the body bytes sent."""
 
     def play(conn: socket.socket, server: FaultServer) -> None:
         data = http_response(200, body)
@@ -109,6 +109,7 @@ def drip(interval: float, body: bytes = b'{"allowed":true,"decision":"allow"}') 
                 conn.sendall(data[i : i + 1])
             except OSError:
                 return
+            server.dripped += 1
         server.late_answers_sent += 1
 
     return play
@@ -154,6 +155,7 @@ class FaultServer:
     requests: list[bytes] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
     late_answers_sent: int = 0
+    dripped: int = 0
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
