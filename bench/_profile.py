@@ -86,17 +86,20 @@ def summarize(raw: Path, top: int = 12) -> dict[str, Any]:
     ours: Counter[str] = Counter()
     selfs: Counter[str] = Counter()
     for frames, count in stacks:
-        # Drop the pseudo frames --threads adds at the root ("thread (0x...)", "process ...").
+        # --threads adds a root pseudo frame "thread (<id>): <name>"; use the name, then drop it.
+        name = next((f.split("): ", 1)[1] for f in frames if f.startswith("thread (") and "): " in f), "")
         frames = [f for f in frames if not f.startswith(("thread (", "process "))]
         joined = ";".join(frames)
-        if "_Writer._run" in joined:
-            threads["store writer thread (batch commits)"] += count
-        elif "asyncio/" in joined or "uvloop" in joined or "runners.py" in joined:
+        if name == "MainThread":
             threads["event loop thread (HTTP, routing, decisions)"] += count
-        elif "to_thread" in joined or "concurrent/futures" in joined:
+        elif "writer" in name or "_Writer._run" in joined:
+            threads["store writer thread (batch commits)"] += count
+        elif "checkpoint" in name:
+            threads["store checkpoint thread"] += count
+        elif name.startswith(("asyncio", "ThreadPoolExecutor")) or "concurrent/futures" in joined:
             threads["worker threads (reads via asyncio.to_thread)"] += count
         else:
-            threads["other threads"] += count
+            threads[f"other threads ({name or 'unnamed'})"] += count
         layer = "other (interpreter, stdlib)"
         for frame in reversed(frames):
             hit = next((name for name, rx in LAYERS if rx.search(frame)), None)
