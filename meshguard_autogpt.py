@@ -65,6 +65,7 @@ import re
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -216,6 +217,23 @@ class AgentRevokedError(SystemExit):
 ###############################################################################
 
 
+def _abandon(response: requests.Response) -> None:
+    """Give up on an answer that is still arriving, without waiting for it.
+
+    Closing the response here would block on the worker thread that is reading it (a gateway that
+    drips forever would hang AutoGPT), so the socket is shut down, which wakes that read at once,
+    and the response is closed in the background.
+    """
+    connection = getattr(getattr(response, "raw", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    threading.Thread(target=response.close, name="meshguard-abandon", daemon=True).start()
+
+
 def _is_timeout(exc: BaseException) -> bool:
     """requests reports a read timeout under a retry adapter as ConnectionError(MaxRetryError(ReadTimeoutError))."""
     seen: BaseException | None = exc
@@ -360,10 +378,7 @@ class MeshGuardGateway:
         if not done.wait(max(limit, 0.0)):
             late = box.get("response")
             if late is not None:
-                try:
-                    late.close()  # ends the worker's read of a dripping body
-                except Exception:
-                    pass
+                _abandon(late)
             raise requests.Timeout(f"no complete answer within {limit:g}s")
         if "error" in box:
             raise box["error"]
