@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "Measured by `bench/run_all.py` (see [bench/README.md](../bench/README.md) for what each number means and "
         "how it is measured). Reproduce with:",
         "",
+        "<!-- docs-test: skip: runs every benchmark (minutes) -->",
         "```bash",
         "scripts/setup.sh   # once: .venv and .venv-autogpt",
         command,
