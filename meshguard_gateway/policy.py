@@ -731,12 +731,25 @@ def _where(text: str, mark: Any) -> tuple[int, int]:
 
 
 def _too_deep(text: str) -> Any:
-    """Where the YAML nests deeper than ``_MAX_DEPTH``, or None. libyaml's parser keeps its
-    own stack, but PyYAML's C composer recurses and crashes the process on deep input
-    (tens of thousands of '[' fit in a request body), so we look at the events first.
+    """Where the YAML nests deeper than ``_MAX_DEPTH``, or None. PyYAML's C composer recurses
+    and crashes the process on deep input (tens of thousands of '[' fit in a request body), so
+    we look at the events first. Some libyaml builds refuse deep flow collections themselves,
+    with their own limit and words, before we have seen depth 65; the pure-Python parser keeps
+    no such limit (and no recursion), so when libyaml refuses, it decides. Our own message and
+    location therefore do not depend on which libyaml is installed.
     Returns the event's mark (``.line``/``.column``, 0-based)."""
+    try:
+        return _first_too_deep(text, _loader_class())
+    except yaml.YAMLError:
+        try:
+            return _first_too_deep(text, yaml.SafeLoader)
+        except yaml.YAMLError:
+            return None  # a plain syntax error: composing reports it with its location
+
+
+def _first_too_deep(text: str, loader: type[Any]) -> Any:
     depth = 0
-    for event in yaml.parse(text, Loader=_loader_class()):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             depth += 1
             if depth > _MAX_DEPTH:

@@ -104,18 +104,6 @@ def test_policy_version_may_be_a_number() -> None:
 # --------------------------------------------------------------------------- exact messages
 
 VALIDATION_CASES = [
-    pytest.param(
-        "name: p\nrules:\n  - effect: allow\n    actions: [\"read:*\"\n",
-        ["p.yaml:5:1: YAML syntax error: did not find expected ',' or ']' "
-         "(while parsing a flow sequence started at line 4, column 14)"],
-        id="yaml-syntax-line-and-column",
-    ),
-    pytest.param(
-        "name: p\nrules:\n - effect: allow\n  actions: [a:b]\n",
-        ["p.yaml:4:3: YAML syntax error: did not find expected '-' indicator "
-         "(while parsing a block collection started at line 3, column 2)"],
-        id="yaml-bad-indentation",
-    ),
     pytest.param("", ["p.yaml: the file is empty; a policy needs at least 'name' and 'rules'"], id="empty-file"),
     pytest.param("- a\n", ["p.yaml:1:1: the policy must be a mapping (key: value), got a list"], id="top-level-list"),
     pytest.param(
@@ -266,21 +254,6 @@ VALIDATION_CASES = [
         id="merge-keys",
     ),
     pytest.param(
-        "name: p\nrules: []\ndelegation: !custom x\n",
-        ["p.yaml:3:13: cannot read this value: could not determine a constructor for the tag '!custom'"],
-        id="unknown-yaml-tag",
-    ),
-    pytest.param(
-        "name: p\nrules: []\ndelegation: &a [*a]\n",
-        ["p.yaml:3:13: cannot read this value: found unconstructable recursive node"], id="recursive-alias",
-    ),
-    pytest.param(
-        "name: p\nrules: []\nx: \x00\n",
-        ["p.yaml:3:4: YAML syntax error: character #x0000 is not allowed in YAML "
-         "(control characters are not allowed)"],
-        id="nul-character",
-    ),
-    pytest.param(
         "name: \"a\\nb\"\nrules: []\n",
         ["p.yaml:1:7: 'name' must not contain control characters (line breaks, tabs, ...)"], id="name-control-chars",
     ),
@@ -301,6 +274,28 @@ VALIDATION_CASES = [
         ["p.yaml:5:35: rule 1: pattern must not be empty"], id="empty-resource-pattern",
     ),
 ]
+
+
+# Problems whose reason is PyYAML's (libyaml's) own words: those words change between PyYAML
+# builds, so only what we add is asserted: file, line and column, and what kind of problem it is.
+LIBRARY_WORDED_CASES = [
+    pytest.param("name: p\nrules:\n  - effect: allow\n    actions: [\"read:*\"\n",
+                 "p.yaml:5:1: YAML syntax error: ", id="yaml-syntax-line-and-column"),
+    pytest.param("name: p\nrules:\n - effect: allow\n  actions: [a:b]\n",
+                 "p.yaml:4:3: YAML syntax error: ", id="yaml-bad-indentation"),
+    pytest.param("name: p\nrules: []\nx: \x00\n",
+                 "p.yaml:3:4: YAML syntax error: character #x0000 is not allowed in YAML", id="nul-character"),
+    pytest.param("name: p\nrules: []\ndelegation: !custom x\n",
+                 "p.yaml:3:13: cannot read this value: ", id="unknown-yaml-tag"),
+    pytest.param("name: p\nrules: []\ndelegation: &a [*a]\n",
+                 "p.yaml:3:13: cannot read this value: ", id="recursive-alias"),
+]
+
+
+@pytest.mark.parametrize(("text", "prefix"), LIBRARY_WORDED_CASES)
+def test_policy_yaml_problems_name_file_line_and_column(text: str, prefix: str) -> None:
+    [problem] = problems(text)
+    assert problem.startswith(prefix) and len(problem) > len(prefix) + 5, problem
 
 
 @pytest.mark.parametrize(("text", "expected"), VALIDATION_CASES)
