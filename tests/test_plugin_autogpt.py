@@ -21,7 +21,7 @@ from autogpt_plugin.build import PLUGIN_CLASS, build_plugin
 from meshguard_autogpt import EXIT_ERROR, EXIT_REVOKED, SEED_POLICY
 from tests.autogpt_run import (AUTOGPT_PYTHON, REFUSAL, ROOT, AutoGPTRun, answer_approvals, autogpt_available, install_plugin,
                                prepare_run, step)
-from tests.test_launcher_autogpt import APPROVAL_POLICY
+from tests.test_launcher_autogpt import APPROVAL_POLICY, RATE_POLICY
 from tests.conftest import LiveGateway
 
 pytestmark = [
@@ -267,3 +267,22 @@ def test_plugin_waits_for_a_human_approval(start_gateway: Callable[..., LiveGate
     assert f"{REFUSAL} 'write_to_file'" in run.prompt_text(3) and "not granted" in run.prompt_text(3)
     for approval_id in decided:  # the plugin said what it waits for and how to approve it
         assert f"meshguard approval approve {approval_id}" in out
+
+
+def test_plugin_refuses_a_rate_limited_command_in_deny_mode(start_gateway: Callable[..., LiveGateway],
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    """MESHGUARD_ON_RATE_LIMIT=deny refuses at once (the default, wait, is the launcher's same code path)."""
+    policy = tmp_path / "slow.yaml"
+    policy.write_text(RATE_POLICY)
+    gw = start_gateway(policy)
+    _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
+    run = with_plugin(prepare_run(tmp_path / "run", [step("write_to_file", filename=f"{n}.txt", text=str(n)) for n in (1, 2, 3)],
+                                  url=gw.url, token=token, extra_env={"MESHGUARD_ON_RATE_LIMIT": "deny"}))  # fmt: skip
+
+    result = run_plugin(run)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (run.workspace / "1.txt").exists() and (run.workspace / "2.txt").exists()
+    assert not (run.workspace / "3.txt").exists()
+    assert "RATE LIMITED write_to_file" in result.stdout
+    assert f"{REFUSAL} 'write_to_file'" in run.prompt_text(4) and "Slow down" in run.prompt_text(4)

@@ -50,6 +50,13 @@ def _stop(message: str, status: int) -> None:
     raise SystemExit(status)
 
 
+def _fault(command_name: Any, exc: Optional[BaseException]) -> Dict[str, Any]:
+    """A refusal for a call the plugin could not check (the shape refusal_text reads)."""
+    why = f"{type(exc).__name__}: {exc}" if exc is not None else "no decision"
+    return {"allowed": False, "decision": "error", "action": f"execute:{str(command_name).lower()}", "resource": None,
+            "reason": f"the MeshGuard plugin could not check this command ({why}); refused (fail closed)"}  # fmt: skip
+
+
 @dataclass
 class _Allowed:
     """An allowed call between pre_command and post_command: what to record, linked to its decision."""
@@ -192,24 +199,21 @@ class MeshGuardPlugin(AutoGPTPluginTemplate):
             return command_name, arguments  # the model chose it: it runs nothing
         if self._gateway is None:  # passive when loaded, but the launcher's patch is gone now
             self._gateway = self._connect()
-        checker = self._checker_for_this_autogpt()
         try:
+            checker = self._checker_for_this_autogpt()
             mapped, decision = checker.check(command_name, arguments, self._dispatcher_arguments(sys._getframe(1)))
         except launcher.AgentRevokedError as exc:
             _say(f"STOPPED: {exc}", error=True)
             raise
         except Exception as exc:  # a fault here must refuse the command, never let it through
-            return self._refuse(str(command_name), {
-                "allowed": False, "decision": "error", "action": f"execute:{str(command_name).lower()}", "resource": None,
-                "reason": f"the MeshGuard plugin could not check this command ({type(exc).__name__}: {exc}); refused (fail closed)",
-            })  # fmt: skip
+            return self._refuse(str(command_name), _fault(command_name, exc))
         if decision is None and mapped is not None:
             # Lifecycle (task_complete, do_nothing...): recorded, never refused. Recorded now, because
             # task_complete ends the run before any plugin hook runs after it.
             self._gateway.record(mapped.action, mapped.resource, "started", "lifecycle command; recorded as it starts")
             return command_name, arguments
         if mapped is None or decision is None or not decision.get("allowed"):
-            return self._refuse(str(command_name), decision or {})
+            return self._refuse(str(command_name), decision or _fault(command_name, None))
         self._allowed = _Allowed(command_name, mapped, decision.get("decision_id"), time.monotonic())
         return command_name, arguments
 
