@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "approval": ("meshguard_gateway.cli.approval", "List, approve and deny pending approvals."),
     "check": ("meshguard_gateway.cli.check", "Check an action as an agent (audited): exit 0 allowed, 4 refused."),
     "config": ("meshguard_gateway.cli.config", "Show and change CLI settings."),
+    "plugin": ("meshguard_gateway.cli.plugin", "Build MeshGuard's AutoGPT plugin (zip for AutoGPT's plugins folder)."),
 }
 
 
