@@ -268,20 +268,27 @@ async def feed_messages(
 
 class EventStream(Response):
     """A text/event-stream answer that ends, and closes its subscription, when the browser goes
-    away: a task listens for the ASGI disconnect while another sends the messages."""
+    away (a task listens for the ASGI disconnect while another sends the messages) or when the
+    gateway stops (``closing`` is set; the server does not wait for open feeds)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, sub: Subscription, messages: AsyncIterator[bytes],
+    def __init__(self, sub: Subscription, messages: AsyncIterator[bytes], closing: asyncio.Event,
                  on_close: Callable[[], None] | None = None) -> None:  # fmt: skip
         super().__init__(content=None, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # open-ended
         self.sub = sub
         self.messages = messages
+        self.closing = closing
         self.on_close = on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        started = False
+
         async def pump() -> None:
+            nonlocal started
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            started = True
             await send({"type": "http.response.body", "body": b"retry: 3000\n\n", "more_body": True})
             async for chunk in self.messages:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -290,13 +297,16 @@ class EventStream(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(until_disconnect())]
+        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(until_disconnect()),
+                 asyncio.ensure_future(self.closing.wait())]  # fmt: skip
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if not task.cancelled() and task.exception() is not None and not isinstance(
                         task.exception(), OSError):  # fmt: skip
                     log.warning("live feed ended: %s", task.exception())
+            if tasks[2] in done and started:  # the gateway is stopping: end the answer cleanly
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             for task in tasks:
                 task.cancel()
@@ -388,7 +398,10 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
     sessions = SessionStore(gw.clock)
     signins = SignInLimiter(gw.clock)
     live = {"feed": 0}
+    closing = asyncio.Event()
     app.state.console_sessions = sessions
+    # server.py calls this when the gateway stops, so that open live feeds end at once
+    app.state.stop_live_streams = closing.set
 
     def render(name: str, request: Request, session: ConsoleSession | None, status: int = 200,
                **values: Any) -> Response:  # fmt: skip
@@ -485,7 +498,7 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
             signins.failed(address)
             log.warning("console: failed sign-in from %s", address)
             return render("login.html", request, None, 401, operator=name, next=target,
-                          error="that is not this gateway's admin token")  # fmt: skip
+                          error="that is not the admin token of this gateway")  # fmt: skip
         session, cookie = sessions.create(f"console:{name}")
         log.info("console: %s signed in from %s", session.operator, address)
         response = redirect(target)
@@ -542,7 +555,7 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         def closed() -> None:
             live["feed"] -= 1
 
-        return secure(EventStream(sub, feed_messages(sub, render_event, gap), on_close=closed))
+        return secure(EventStream(sub, feed_messages(sub, render_event, gap), closing, on_close=closed))
 
     route("/feed", ["GET"], page(feed))
     route("/feed/events", ["GET"], page(feed_events))
@@ -618,7 +631,8 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
             return [sse_message("changed", "")] if event.approval is not None else []
 
         sub = gw.events.subscribe(f"console approvals ({session.operator})", 100)
-        return secure(EventStream(sub, feed_messages(sub, render_event, lambda _: sse_message("changed", ""))))
+        return secure(EventStream(sub, feed_messages(sub, render_event, lambda _: sse_message("changed", "")),
+                                  closing))  # fmt: skip
 
     async def decide(request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
         verdict = form.get("verdict")
