@@ -31,7 +31,6 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -545,9 +544,10 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
             row = fragment("feed_row.html", row=event_view(event.audit_id, ev))
             return [sse_message("decision", row)]
 
+        reload = f"{PREFIX}/feed" + (f"?{f.query_string()}" if f.query_string() else "")
+
         def gap(missed: int) -> bytes:
-            return sse_message("gap", fragment("feed_gap.html", missed=missed, reload=request.url.path.rsplit(
-                "/", 1)[0] + (f"?{f.query_string()}" if f.query_string() else "")))  # fmt: skip
+            return sse_message("gap", fragment("feed_gap.html", missed=missed, reload=reload))
 
         sub = gw.events.subscribe(f"console feed ({session.operator})", FEED_QUEUE_SIZE)
         live["feed"] += 1

@@ -71,6 +71,10 @@ def test_console_shows_nothing_before_sign_in(gateway: LiveGateway) -> None:
     # a forged or stale cookie is no session either
     forged = httpx.get(gateway.url + "/console/feed", cookies={"meshguard_console": "abc.def"})
     assert forged.status_code == 303
+    # the admin token header is not a console session, and a console session is not the admin API
+    assert httpx.get(gateway.url + "/console/feed", headers={"X-Admin-Token": ADMIN_TOKEN}).status_code == 303
+    client = sign_in(gateway)
+    assert client.get("/admin/agents").status_code == 401
 
 
 def test_console_sign_in_sets_a_strict_session_cookie_and_a_wrong_token_gets_none(gateway: LiveGateway) -> None:

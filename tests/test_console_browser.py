@@ -20,6 +20,7 @@ import pytest
 from meshguard_autogpt import EXIT_REVOKED, SEED_POLICY
 from tests.autogpt_run import autogpt_available, prepare_run, step
 from tests.conftest import ADMIN_TOKEN, LiveGateway
+from tests.test_launcher_autogpt import APPROVAL_POLICY  # approval for write:workspace/reports/*
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -29,19 +30,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 WAIT_MS = 60_000  # generous: two shared cores, a gateway and AutoGPT on them
 
 needs_autogpt = pytest.mark.skipif(not autogpt_available(), reason="needs .venv-autogpt (scripts/setup.sh)")
-
-APPROVAL_POLICY = """\
-name: careful
-appliesTo:
-  tags: [autogpt]
-rules:
-  - effect: allow
-    actions: ["write:workspace/*", "read:workspace/*"]
-defaultEffect: deny
-humanInTheLoop:
-  requireApproval: ["write:workspace/reports/*"]
-"""
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
@@ -148,6 +136,7 @@ def test_console_browser_approves_a_waiting_autogpt_command_and_it_runs(
     policy.write_text(APPROVAL_POLICY)
     gw = start_gateway(policy)
     _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
+    _, other_token = gw.create_agent("other-agent", tags=["autogpt"])
     run = prepare_run(tmp_path / "run", [step("write_to_file", filename="reports/q3.txt", text="approved text")],
                       url=gw.url, token=token, extra_env={"MESHGUARD_APPROVAL_TIMEOUT": "120"})  # fmt: skip
     tab = console(gw)
@@ -156,7 +145,7 @@ def test_console_browser_approves_a_waiting_autogpt_command_and_it_runs(
     tab.go("/console/approvals")
     proc = run.start()
     try:
-        card = tab.page.locator("article.approval")  # appears without a reload (live refresh)
+        card = tab.page.locator("article.approval", has_text="reports/q3.txt")  # appears without a reload
         card.wait_for()
         text = card.inner_text()
         assert "write:workspace" in text and "reports/q3.txt" in text and "autogpt-agent" in text
@@ -165,17 +154,23 @@ def test_console_browser_approves_a_waiting_autogpt_command_and_it_runs(
         assert trace_link
         assert not (run.workspace / "reports" / "q3.txt").exists()  # still waiting
         card.locator("textarea").fill("quarterly report, checked")
+        # another request arrives while the operator types: the list refreshes, the reason stays
+        assert gw.check(other_token, "write:workspace", "reports/other.txt").status_code == 403
+        tab.page.locator("article.approval", has_text="reports/other.txt").wait_for()
+        assert card.locator("textarea").input_value() == "quarterly report, checked"
         card.locator("button[value=approve]").click()
-        tab.page.locator("#no-pending").wait_for()
+        card.wait_for(state="detached")
+        assert tab.page.locator("article.approval", has_text="reports/other.txt").count() == 1
         out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out + err
     assert (run.workspace / "reports" / "q3.txt").read_text() == "approved text"
-    decided = gw.admin("GET", "/admin/approvals", params={"status": "used"}).json()["approvals"] or \
-        gw.admin("GET", "/admin/approvals", params={"status": "approved"}).json()["approvals"]  # fmt: skip
-    assert [(a["decided_by"], a["decision_reason"]) for a in decided] == [("console:bob", "quarterly report, checked")]
+    decided = [a for a in gw.admin("GET", "/admin/approvals").json()["approvals"] if a["status"] != "pending"]
+    assert [(a["agent_name"], a["status"], a["decided_by"], a["decision_reason"]) for a in decided] == [
+        ("autogpt-agent", "used", "console:bob", "quarterly report, checked")
+    ]
     assert decided[0]["trace_id"] == trace_link
     assert tab.problems == []
 
