@@ -125,7 +125,7 @@ class SessionStore:
         if not cookie or "." not in cookie:
             return None
         sid, _, mac = cookie.rpartition(".")
-        if not hmac.compare_digest(mac, self._sign(sid)):
+        if not hmac.compare_digest(mac.encode(), self._sign(sid).encode()):
             return None
         session = self._sessions.get(sid)
         if session is None:
@@ -442,7 +442,7 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         async def run(request: Request, session: ConsoleSession) -> Response:
             check_origin(request)
             form = await read_form(request)
-            if not hmac.compare_digest(form.get("csrf_token", ""), session.csrf):
+            if not hmac.compare_digest(form.get("csrf_token", "").encode(), session.csrf.encode()):
                 raise ConsoleRefusal(403, "refused: the form's CSRF token is missing or stale; reload the page")
             return await handler(request, session, form)
 

@@ -136,6 +136,11 @@ def test_console_change_without_csrf_token_or_from_another_origin_is_refused(gat
     elsewhere = client.post("/console/agents/target-bot/revoke", data={**form, "csrf_token": token},
                             headers={"Origin": "https://evil.example"})  # fmt: skip
     assert elsewhere.status_code == 403 and "evil.example" in elsewhere.text
+    odd = client.post("/console/agents/target-bot/revoke", data={**form, "csrf_token": "é" + token},
+                      headers={"Origin": gateway.url})  # fmt: skip
+    assert odd.status_code == 403
+    odd_cookie = httpx.get(gateway.url + "/console/feed", headers={"Cookie": "meshguard_console=é.é".encode()})
+    assert odd_cookie.status_code == 303
     silent = client.post("/console/agents/target-bot/revoke", data={**form, "csrf_token": token})
     assert silent.status_code == 403  # neither Origin nor Referer: fail closed
     assert agent_status(gateway, "target-bot") == "active"
