@@ -5,6 +5,7 @@ fixtures); the browser-driven tests are in test_console_browser.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -337,3 +338,36 @@ def test_console_open_feed_does_not_hold_the_gateway_up_when_it_stops(gateway: L
         assert ended.wait(60), "the feed kept streaming after the gateway stopped"
     assert gateway.proc.returncode == 0
     assert "graceful shutdown exceeded" not in gateway.log()  # the feed ended; nothing had to be cancelled
+
+
+def test_console_feed_filter_trace_view_and_statistics_show_what_the_audit_trail_holds(gateway: LiveGateway) -> None:
+    _, alpha = gateway.create_agent("alpha-bot")
+    _, beta = gateway.create_agent("beta-bot")
+
+    def ask(token: str, action: str, resource: str, trace: str) -> int:
+        return httpx.post(gateway.url + "/proxy/governance/check", json={"action": action, "resource": resource},
+                          headers={"Authorization": f"Bearer {token}", "X-Trace-Id": trace}).status_code  # fmt: skip
+
+    assert ask(alpha, "read:web", "https://example.com/a", "trace_alpha") == 200
+    assert ask(alpha, "execute:shell", "uname -a", "trace_alpha") == 403
+    assert ask(beta, "execute:shell", "id <b>", "trace_beta") == 403
+    assert ask(beta, "send:email", "boss@example.com", "trace_beta") == 403
+    client = sign_in(gateway)
+
+    only_alpha = client.get("/console/feed", params={"agent": "alpha-bot"}).text
+    assert "uname -a" in only_alpha and "example.com/a" in only_alpha and "boss@example.com" not in only_alpha
+    denied = client.get("/console/feed", params={"decision": "deny"}).text
+    assert "uname -a" in denied and "boss@example.com" in denied and "example.com/a" not in denied
+    assert "id &lt;b&gt;" in denied and "id <b>" not in denied  # what agents send is escaped
+
+    trace = client.get("/console/traces/trace_beta").text
+    assert "boss@example.com" in trace and "id &lt;b&gt;" in trace and "uname -a" not in trace
+    assert "2 entries by beta-bot" in trace
+
+    stats = client.get("/console/stats").text
+    assert re.search(r'id="total">4<', stats) and re.search(r'id="denied">3<', stats)
+    data = re.search(r'<script type="application/json" id="stats-data">(.*?)</script>', stats, re.S)
+    assert data is not None
+    chart = json.loads(data.group(1))
+    assert chart["top_denied"][0] == {"action": "execute:shell", "count": 2}
+    assert sum(h["allowed"] for h in chart["hourly"]) == 1 and sum(h["denied"] for h in chart["hourly"]) == 3
