@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshguard_gateway import __version__
+from meshguard_gateway.console import install_console
 from meshguard_gateway.engine import Effect
 from meshguard_gateway.errors import (
     AuthError,
@@ -760,6 +761,8 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.post("/admin/approvals/{approval_id}/deny", tags=["admin"], dependencies=admin)
     async def deny(approval_id: str, request: Request) -> Response:
         return await _decide_approval(approval_id, request, False)
+
+    install_console(app, gw)  # the web console under /console (console.py)
 
     app.state.fast_routes = {
         ("POST", "/proxy/governance/check"): governance_check,

@@ -38,9 +38,9 @@ from enum import Enum
 from typing import Any
 
 from meshguard_gateway.policy import DENY, Pattern, Policy, PolicySet, Rule
-from meshguard_gateway.ratelimit import LimitCheck, LimitStatus, RateLimiter, SlidingWindowLimiter
+from meshguard_gateway.ratelimit import LimitCheck, LimitStatus, RateLimiter, SlidingWindowLimiter, describe_window
 
-__all__ = ["Agent", "Decision", "Effect", "Engine", "PolicyOutcome", "Request", "RuleMatch", "check_request"]
+__all__ = ["Agent", "Decision", "Effect", "Engine", "LimitUsage", "PolicyOutcome", "Request", "RuleMatch", "check_request"]
 
 
 class Effect(str, Enum):
@@ -310,6 +310,22 @@ class _Matches:
         self.trace: dict[int, RuleMatch] | None = None  # rule index -> failed condition
 
 
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """One rate-limit window of one agent as it stands: ``used`` of ``maximum`` in ``seconds``.
+    ``rule`` is None for a policy-level limit."""
+
+    policy: str
+    rule: str | None
+    seconds: float
+    maximum: int
+    used: int
+
+    @property
+    def describe(self) -> str:
+        return describe_window(self.seconds, self.maximum)
+
+
 class Engine:
     """Decides requests against a policy set. Cheap to query, immutable policies;
     ``with_policies`` makes the engine for a reloaded set, keeping the counters."""
@@ -347,6 +363,28 @@ class Engine:
     def applicable(self, agent: Agent) -> tuple[Policy, ...]:
         """The policies that apply to ``agent``, in set order."""
         return tuple(self._policies[i] for i in self._applicable(agent))
+
+    def rate_limit_usage(self, agent: Agent, now: float) -> list[LimitUsage]:
+        """Read-only: the agent's rate-limit counters now, one entry per window of every
+        policy-level and rule-level limit that applies to it (for the console). Counts nothing.
+        Empty when the limiter cannot report usage (a shared store that does not implement it)."""
+        usage = getattr(self.limiter, "usage", None)
+        if usage is None:
+            return []
+        out: list[LimitUsage] = []
+        for pos in self._applicable(agent):
+            policy = self._policies[pos]
+            counters: list[tuple[str | None, Any, Any]] = []
+            if policy.rate_limit is not None:
+                counters.append((None, ("policy", agent.id, policy.name), policy.rate_limit))
+            for rule in policy.rules:
+                if rule.rate_limit is not None:
+                    label = rule.id if rule.id is not None else f"#{rule.index}"
+                    counters.append((rule.label(), ("rule", agent.id, policy.name, label), rule.rate_limit))
+            for rule_label, key, limit in counters:
+                for seconds, maximum, used in usage(LimitCheck(key, limit.windows), now):
+                    out.append(LimitUsage(policy.name, rule_label, seconds, maximum, used))
+        return out
 
     # -- internals
 

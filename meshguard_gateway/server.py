@@ -86,6 +86,13 @@ class _Server(uvicorn.Server):
         if self.started and not self.should_exit:
             self._on_started()
 
+    stop_live_streams: Any = None  # the console's open live feeds (console.py) end when we stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.stop_live_streams is not None:
+            self.stop_live_streams()
+        await super().shutdown(sockets=sockets)
+
 
 async def _every(seconds: float, what: str, fn: Any) -> None:
     while True:
@@ -132,6 +139,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         timeout_keep_alive=75,
     )  # fmt: skip
     server = _Server(config, announce)
+    server.stop_live_streams = getattr(app.state, "stop_live_streams", None)
     loop = asyncio.get_running_loop()
 
     def on_sighup() -> None:
