@@ -1,0 +1,590 @@
+"""Webhook alerts: a deny, a rate limit, an approval request or a revocation, posted to the
+receivers in ALERT_WEBHOOKS, without ever slowing a check down.
+
+    committed event (events.py) -> this listener's own bounded queue -> `alert_from_event`
+      -> `Coalescer` (flood guard) -> one delivery task per destination (at most ALERT_CONCURRENCY
+         posting at once) -> POST with a timeout -> retries with exponential backoff and jitter
+      -> every attempt stored in `alert_deliveries` (`meshguard alert list`)
+
+A check never waits for any of this: the event bus hands events over without blocking, and when
+this listener falls behind, events are dropped for it alone and counted. What can be lost, always
+counted in ``meshguard_alerts_dropped_total{reason}`` and logged:
+
+- ``queue_full``: more than 10,000 events waiting for this listener (the receivers are very slow
+  and the flood guard is off);
+- ``backlog``: more than MAX_PENDING deliveries waiting (receivers down for long under heavy traffic);
+- ``shutdown``: deliveries still pending when ALERT_SHUTDOWN_GRACE_SECONDS ran out (stored as
+  ``dropped`` attempts).
+
+The flood guard folds, per agent and event kind, everything after the first alert within
+ALERT_COALESCE_SECONDS into one summary alert sent when the window closes (``folded``: how many
+it stands for). An agent hammering the gateway gets one alert per window, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter
+
+from meshguard_gateway import __version__
+from meshguard_gateway.config import AlertDestination
+from meshguard_gateway.errors import ConflictError
+from meshguard_gateway.events import GatewayEvent, Subscription
+from meshguard_gateway.gateway import Gateway, iso
+from meshguard_gateway.store import AlertDelivery
+
+log = logging.getLogger("meshguard.alerts")
+
+QUEUE_SIZE = 10_000
+MAX_PENDING = 1_000
+MAX_BACKOFF_SECONDS = 60.0
+PURGE_EVERY_SECONDS = 3600.0
+SIGNATURE_HEADER = "X-MeshGuard-Signature"
+_SLACK_TEXT_LIMIT = 2900  # Slack refuses a section text over 3000 characters
+
+
+# --------------------------------------------------------------------------------------------
+# What an alert is
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One thing worth telling a person. ``folded`` (a summary from the flood guard): how many
+    events of the same kind for the same agent it stands for, the latest of which it shows; 0 for
+    an alert about one event."""
+
+    alert_id: str
+    event: str  # deny | rate_limited | approval_requested | agent_revoked | test
+    timestamp: float
+    agent_id: str | None
+    agent_name: str | None
+    action: str | None
+    resource: str | None
+    decision: str | None
+    enforced: bool
+    reason: str | None
+    policy: str | None = None
+    rule: str | None = None
+    trace_id: str | None = None
+    decision_id: str | None = None
+    approval_id: str | None = None
+    approval_expires_at: float | None = None
+    folded: int = 0
+    folded_since: float | None = None
+
+
+def new_alert_id() -> str:
+    return "alr_" + secrets.token_hex(10)
+
+
+def alert_from_event(ev: GatewayEvent) -> Alert | None:
+    """The alert a committed event calls for, or None: a denied or rate-limited check, a new
+    approval request, an agent revoked. Checks in MODE=audit count too (``enforced`` False)."""
+    a = ev.audit
+    if a is None:
+        return None
+    if ev.kind == "audit" and a.kind == "check" and a.decision in ("deny", "rate_limited"):
+        event = a.decision
+    elif ev.kind == "approval_created" and ev.approval is not None:
+        event = "approval_requested"
+    elif ev.kind == "agent_updated" and ev.agent is not None and ev.agent.status == "revoked":
+        event = "agent_revoked"
+    else:
+        return None
+    return Alert(
+        alert_id=new_alert_id(), event=event, timestamp=a.timestamp, agent_id=a.agent_id, agent_name=a.agent_name,
+        action=a.action, resource=a.resource, decision=a.decision, enforced=a.enforced, reason=a.reason,
+        policy=a.policy, rule=a.rule, trace_id=a.trace_id, decision_id=a.decision_id,
+        approval_id=ev.approval.id if ev.approval is not None else a.approval_id,
+        approval_expires_at=ev.approval.expires_at if ev.approval is not None else None,
+    )  # fmt: skip
+
+
+def make_test_alert(now: float) -> Alert:
+    """What `meshguard alert test` sends."""
+    return Alert(new_alert_id(), "test", now, None, None, None, None, None, True,
+                 "a test alert sent by `meshguard alert test`: this destination receives MeshGuard alerts")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The flood guard
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    ends: float
+    folded: int = 0
+    first: float | None = None  # wall-clock time of the first folded event
+    latest: Alert | None = None
+
+
+class Coalescer:
+    """Per (agent, event kind): the first alert goes out at once; the rest within ``window``
+    seconds are folded into one summary when the window closes. While events keep coming, one
+    summary per window; a window with nothing folded closes quietly. Revocations are never folded
+    (there is one per agent), and ``window`` 0 turns the guard off."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._open: dict[tuple[str, str], _Window] = {}
+
+    def offer(self, alert: Alert, now: float) -> Alert | None:
+        """The alert to send now, or None when it was folded."""
+        if self.window <= 0 or alert.event in ("agent_revoked", "test"):
+            return alert
+        key = (alert.agent_id or "", alert.event)
+        w = self._open.get(key)
+        if w is None or w.ends <= now and w.folded == 0:
+            self._open[key] = _Window(now + self.window)
+            return alert
+        if w.folded == 0:
+            w.first = alert.timestamp
+        w.folded += 1
+        w.latest = alert
+        return None
+
+    def _summary(self, w: _Window) -> Alert:
+        assert w.latest is not None
+        return replace(w.latest, alert_id=new_alert_id(), folded=w.folded, folded_since=w.first)
+
+    def due(self, now: float) -> list[Alert]:
+        """Summaries of the windows that have closed (each opens a new window: still guarding)."""
+        out = []
+        for key, w in list(self._open.items()):
+            if w.ends > now:
+                continue
+            if w.folded:
+                out.append(self._summary(w))
+                self._open[key] = _Window(now + self.window)
+            else:
+                del self._open[key]
+        return out
+
+    def next_due(self) -> float | None:
+        return min((w.ends for w in self._open.values()), default=None)
+
+    def flush(self) -> list[Alert]:
+        """Every summary still open (at shutdown)."""
+        out = [self._summary(w) for w in self._open.values() if w.folded]
+        self._open.clear()
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies
+# --------------------------------------------------------------------------------------------
+
+
+def _what(alert: Alert) -> str:
+    return f"{alert.action} on {alert.resource!r}" if alert.resource else str(alert.action)
+
+
+def headline(alert: Alert) -> str:
+    """One sentence a person reads first (also the Slack notification text)."""
+    agent = alert.agent_name or alert.agent_id or "?"
+    audit = "" if alert.enforced else " (audit mode: nothing was refused)"
+    if alert.event == "deny":
+        verb = "denied" if alert.enforced else "would have denied"
+        text = f"MeshGuard {verb} {_what(alert)} for agent {agent}{audit}"
+    elif alert.event == "rate_limited":
+        verb = "rate limited" if alert.enforced else "would have rate limited"
+        text = f"MeshGuard {verb} agent {agent}: {_what(alert)}{audit}"
+    elif alert.event == "approval_requested":
+        text = f"Agent {agent} asks for approval: {_what(alert)}"
+        if not alert.enforced:
+            text += " (audit mode: the agent did not wait for it)"
+    elif alert.event == "agent_revoked":
+        text = f"Agent {agent} was revoked: every request with its tokens is refused from now on"
+    else:
+        text = "MeshGuard test alert: this destination receives MeshGuard alerts"
+    if alert.folded:
+        since = iso(alert.folded_since)
+        text += f" ({alert.folded} like it since {since} folded into this summary; the latest is shown)"
+    return text
+
+
+def approve_command(alert: Alert) -> str | None:
+    return f"meshguard approval approve {alert.approval_id}" if alert.event == "approval_requested" else None
+
+
+def json_body(alert: Alert, gateway_url: str, mode: str) -> dict[str, Any]:
+    """The generic body (docs/operations.md, "Alerts"): flat, with the audit trail's field names."""
+    body: dict[str, Any] = {
+        "type": "meshguard.alert",
+        "version": 1,
+        "alert_id": alert.alert_id,
+        "event": alert.event,
+        "summary": headline(alert),
+        "timestamp": iso(alert.timestamp),
+        "gateway_url": gateway_url,
+        "mode": mode,
+        "agent_id": alert.agent_id,
+        "agent_name": alert.agent_name,
+        "action": alert.action,
+        "resource": alert.resource,
+        "decision": alert.decision,
+        "enforced": alert.enforced,
+        "reason": alert.reason,
+        "policy": alert.policy,
+        "rule": alert.rule,
+        "trace_id": alert.trace_id,
+        "decision_id": alert.decision_id,
+        "approval_id": alert.approval_id,
+        "folded": alert.folded,
+        "folded_since": iso(alert.folded_since),
+    }
+    if alert.event == "approval_requested":
+        body["approve_command"] = approve_command(alert)
+        body["deny_command"] = f"meshguard approval deny {alert.approval_id}"
+        body["approval_expires_at"] = iso(alert.approval_expires_at)
+    if alert.trace_id:
+        body["trace_command"] = f"meshguard audit trace {alert.trace_id}"
+    return body
+
+
+def _mrkdwn(text: Any, limit: int = 500) -> str:
+    """Agent-chosen text made inert for Slack (no mentions, links or markup), cut to ``limit``."""
+    s = str(text)
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+
+
+_SLACK_TITLES = {
+    "deny": ":no_entry: MeshGuard: denied",
+    "rate_limited": ":hourglass: MeshGuard: rate limited",
+    "approval_requested": ":raising_hand: MeshGuard: approval requested",
+    "agent_revoked": ":rotating_light: MeshGuard: agent revoked",
+    "test": ":white_check_mark: MeshGuard: test alert",
+}
+
+
+def slack_body(alert: Alert, gateway_url: str, mode: str) -> dict[str, Any]:
+    """Slack's incoming-webhook body: ``text`` (the notification) and Block Kit ``blocks``."""
+    title = _SLACK_TITLES[alert.event]
+    if not alert.enforced and alert.event in ("deny", "rate_limited"):
+        title = title.replace("MeshGuard: ", "MeshGuard (audit mode): would have been ")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(headline(alert), _SLACK_TEXT_LIMIT)}},
+    ]
+    if alert.reason and alert.event != "test":
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Reason*\n" + _mrkdwn(alert.reason, 2000)}})
+    fields = [(k, v) for k, v in (
+        ("Agent", f"{alert.agent_name} ({alert.agent_id})" if alert.agent_id else None),
+        ("Action", alert.action), ("Resource", alert.resource), ("Decision", alert.decision),
+        ("Policy", f"{alert.policy} / {alert.rule}" if alert.policy else None), ("Trace", alert.trace_id),
+        ("Decision id", alert.decision_id), ("Approval id", alert.approval_id),
+    ) if v]  # fmt: skip
+    if fields:
+        blocks.append({"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*{k}*\n{_mrkdwn(v, 300)}"} for k, v in fields[:10]
+        ]})  # fmt: skip
+    if alert.event == "approval_requested":
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
+            f"Approve: `{approve_command(alert)}`\nDeny: `meshguard approval deny {alert.approval_id}`\n"
+            f"Expires {iso(alert.approval_expires_at)}"
+        )}})  # fmt: skip
+    footer = f"gateway {_mrkdwn(gateway_url, 200)} ({mode}) · {iso(alert.timestamp)} · alert {alert.alert_id}"
+    if alert.folded:
+        footer += f" · {alert.folded} folded"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
+    return {"text": _mrkdwn(headline(alert), _SLACK_TEXT_LIMIT), "blocks": blocks}
+
+
+def render(alert: Alert, fmt: str, gateway_url: str, mode: str) -> bytes:
+    body = slack_body(alert, gateway_url, mode) if fmt == "slack" else json_body(alert, gateway_url, mode)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``: the receiver recomputes it with
+    the shared secret and compares in constant time (and may refuse old timestamps: replays)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def backoff(attempt: int, base: float, rng: Callable[[], float] = random.random) -> float:
+    """Seconds before attempt ``attempt + 1``: base x 2^(attempt-1), capped, times a jitter in
+    [0.5, 1) so that receivers coming back are not hit by every gateway at once."""
+    return min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS) * (0.5 + rng() / 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery
+# --------------------------------------------------------------------------------------------
+
+
+class DeliveryLog(Protocol):
+    """What the alerts need from the store (SQLiteStore has it)."""
+
+    async def append_alert_delivery(self, d: AlertDelivery) -> int: ...
+    async def list_alert_deliveries(self, failed_only: bool, limit: int) -> list[AlertDelivery]: ...
+    async def purge_alert_deliveries(self, before: float) -> int: ...
+
+
+def _transport_reason(exc: httpx.TransportError, dest: AlertDestination) -> str:
+    """Why an attempt could not talk to the receiver, in our words when we know the cause (the
+    libraries' own messages vary), never with the URL's secret parts."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host {urlsplit(dest.url).hostname}"
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).strip().replace(dest.url, dest.shown_url) or "no detail"
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+class AlertService:
+    """The alerts of one gateway: started by server.py before it serves, stopped after it stops."""
+
+    def __init__(self, gw: Gateway, registry: CollectorRegistry | None = None) -> None:
+        self.gw = gw
+        s = gw.settings
+        self.destinations: tuple[AlertDestination, ...] = s.alert_webhooks
+        self.timeout = s.alert_timeout_seconds
+        self.max_attempts = s.alert_max_attempts
+        self.retry_base = s.alert_retry_base_seconds
+        self.grace = s.alert_shutdown_grace_seconds
+        self.gateway_url = s.alert_gateway_url or f"http://{s.host}:{s.port}"
+        self.coalescer = Coalescer(s.alert_coalesce_seconds)
+        self.log: DeliveryLog = cast(DeliveryLog, gw.store)
+        self.concurrency = s.alert_concurrency
+        self._slots = asyncio.Semaphore(s.alert_concurrency)
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._sub: Subscription | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._missed = 0
+        self._stopping = False
+        registry = registry if registry is not None else CollectorRegistry()
+        self.delivered = Counter("meshguard_alerts_delivered", "Alerts a receiver accepted (2xx)", ["destination"],
+                                 registry=registry)  # fmt: skip
+        self.failed = Counter("meshguard_alerts_failed", "Alerts given up on after every attempt failed",
+                              ["destination"], registry=registry)  # fmt: skip
+        self.dropped = Counter("meshguard_alerts_dropped", "Alerts never attempted (queue_full, backlog, shutdown)",
+                               ["reason"], registry=registry)  # fmt: skip
+        self.folded = Counter("meshguard_alerts_folded", "Events folded into a summary alert by the flood guard",
+                              ["event"], registry=registry)  # fmt: skip
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, gateway_url: str | None = None) -> None:
+        """Listen to the gateway's events (before it serves, so nothing is missed)."""
+        if gateway_url and not self.gw.settings.alert_gateway_url:
+            self.gateway_url = gateway_url
+        if not self.destinations:
+            log.info("alerts: no webhook destinations (set ALERT_WEBHOOKS to be told of denials and revocations)")
+            return
+        # httpx logs every request's full URL at INFO; webhook URLs hold secrets (path, query)
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").getEffectiveLevel()))
+        self._sub = self.gw.events.subscribe("alerts", maxsize=QUEUE_SIZE)
+        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._purge_every_hour())]
+        log.info("alerts: posting to %s", ", ".join(f"{d.name} ({d.format}, {d.shown_url})" for d in self.destinations))
+
+    async def stop(self) -> None:
+        """Send what is already decided, within the grace period; count and log what is lost."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._sub is not None:
+            while not self._sub.queue.empty():  # committed before the stop: still told
+                self._take(self._sub.queue.get_nowait())
+            self._sub.close()
+            self._sub = None
+            for alert in self.coalescer.flush():
+                self._dispatch(alert)
+        pending = set(self._pending)
+        if pending:
+            log.info("alerts: %d deliveries pending; waiting up to %g s (ALERT_SHUTDOWN_GRACE_SECONDS)",
+                     len(pending), self.grace)  # fmt: skip
+            _, late = await asyncio.wait(pending, timeout=self.grace) if self.grace > 0 else (set(), pending)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            if late:
+                self.dropped.labels("shutdown").inc(len(late))
+                log.warning("alerts: %d deliveries were not made before the gateway stopped (grace %g s); "
+                            "they are listed as dropped by `meshguard alert list --failed`", len(late), self.grace)  # fmt: skip
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # ---- events -> alerts ------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self._sub is not None
+        sub = self._sub
+        loop = asyncio.get_running_loop()
+        while True:
+            due = self.coalescer.next_due()
+            wait = None if due is None else max(0.0, due - loop.time())
+            try:
+                ev = await asyncio.wait_for(sub.get(), wait) if wait is None or wait > 0 else None
+            except asyncio.TimeoutError:
+                ev = None
+            if ev is not None:
+                self._take(ev)
+            for alert in self.coalescer.due(loop.time()):
+                self._dispatch(alert)
+
+    def _take(self, ev: GatewayEvent) -> None:
+        if self._sub is not None and self._sub.missed > self._missed:
+            self.dropped.labels("queue_full").inc(self._sub.missed - self._missed)
+            self._missed = self._sub.missed
+        alert = alert_from_event(ev)
+        if alert is None:
+            return
+        now = asyncio.get_running_loop().time()
+        send = self.coalescer.offer(alert, now)
+        if send is None:
+            self.folded.labels(alert.event).inc()
+            return
+        self._dispatch(send)
+
+    def _dispatch(self, alert: Alert) -> None:
+        for dest in self.destinations:
+            if alert.event not in dest.events:
+                continue
+            if len(self._pending) >= MAX_PENDING:
+                self.dropped.labels("backlog").inc()
+                log.warning("alerts: %d deliveries already waiting; %s alert %s for %s dropped", len(self._pending),
+                            alert.event, alert.alert_id, dest.name)  # fmt: skip
+                continue
+            task = asyncio.create_task(self.deliver(alert, dest, self.max_attempts))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _purge_every_hour(self) -> None:
+        days = self.gw.settings.audit_retention_days
+        while days > 0:
+            try:
+                await self.log.purge_alert_deliveries(time.time() - days * 86400.0)
+            except Exception as exc:  # a chore must never stop the alerts
+                log.error("alerts: purging old delivery attempts failed: %s", exc)
+            await asyncio.sleep(PURGE_EVERY_SECONDS)
+
+    # ---- delivery --------------------------------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            limits = httpx.Limits(max_connections=self.concurrency + 2, max_keepalive_connections=4)
+            self._http = httpx.AsyncClient(timeout=self.timeout, limits=limits, follow_redirects=False,
+                                           headers={"User-Agent": f"meshguard-gateway/{__version__}"})  # fmt: skip
+        return self._http
+
+    async def _post(self, dest: AlertDestination, alert: Alert, body: bytes, attempt: int) -> tuple[int | None, str | None, float | None]:  # fmt: skip
+        """One attempt: (HTTP status or None, error or None, Retry-After seconds or None)."""
+        headers = {
+            "Content-Type": "application/json",
+            "X-MeshGuard-Event": alert.event,
+            "X-MeshGuard-Alert-Id": alert.alert_id,
+            "X-MeshGuard-Delivery-Attempt": str(attempt),
+        }
+        if dest.secret:
+            headers[SIGNATURE_HEADER] = signature(dest.secret, body, int(time.time()))
+
+        async def send() -> tuple[int, float | None]:
+            async with self._client().stream("POST", dest.url, content=body, headers=headers) as resp:
+                retry_after = resp.headers.get("retry-after", "")
+                return resp.status_code, float(retry_after) if retry_after.isdigit() else None
+
+        try:
+            # httpx bounds each phase; this bounds the whole attempt (a receiver trickling bytes)
+            status, retry_after = await asyncio.wait_for(send(), self.timeout * 2)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
+            return None, f"timeout: no answer within {self.timeout:g} s", None
+        except httpx.TransportError as exc:
+            return None, _transport_reason(exc, dest), None
+        if 200 <= status < 300:
+            return status, None, None
+        return status, f"HTTP {status}", retry_after
+
+    async def deliver(self, alert: Alert, dest: AlertDestination, attempts: int) -> AlertDelivery:
+        """Post ``alert`` to ``dest``, retrying (5xx, 408, 429, no answer) up to ``attempts``
+        times; every attempt is stored. Returns the last attempt."""
+        body = render(alert, dest.format, self.gateway_url, self.gw.mode)
+        row: AlertDelivery | None = None
+        attempt = 0
+        try:
+            for attempt in range(1, attempts + 1):
+                started = time.perf_counter()
+                async with self._slots:
+                    status, error, retry_after = await self._post(dest, alert, body, attempt)
+                took = (time.perf_counter() - started) * 1000.0
+                retryable = status is None or status >= 500 or status in (408, 429)
+                outcome = "delivered" if error is None else "retrying" if retryable and attempt < attempts else "failed"
+                row = self._row(alert, dest, attempt, outcome, status, error, took)
+                await self._store(row)
+                if outcome == "delivered":
+                    self.delivered.labels(dest.name).inc()
+                    return row
+                if outcome == "failed":
+                    self.failed.labels(dest.name).inc()
+                    log.warning("alerts: %s alert %s to %s (%s) failed after %d attempt(s): %s", alert.event,
+                                alert.alert_id, dest.name, dest.shown_url, attempt, error)  # fmt: skip
+                    return row
+                await asyncio.sleep(max(backoff(attempt, self.retry_base), min(retry_after or 0, MAX_BACKOFF_SECONDS)))
+        except asyncio.CancelledError:
+            if self._stopping:  # the grace period ran out: say so where the attempts are listed
+                why = f"gateway stopped before delivery (grace {self.grace:g} s)"
+                await self._store(self._row(alert, dest, attempt, "dropped", None, why, None))
+            raise
+        assert row is not None
+        return row
+
+    def _row(self, alert: Alert, dest: AlertDestination, attempt: int, outcome: str, status: int | None,
+             error: str | None, took: float | None) -> AlertDelivery:  # fmt: skip
+        return AlertDelivery(
+            time.time(), alert.alert_id, alert.event, alert.agent_id, alert.agent_name, dest.name, dest.shown_url,
+            dest.format, attempt, outcome, status, error, took, alert.folded, alert.decision_id, alert.approval_id,
+        )  # fmt: skip
+
+    async def _store(self, row: AlertDelivery) -> None:
+        try:
+            await self.log.append_alert_delivery(row)
+        except Exception as exc:  # the database is going away: the log still has it
+            log.error("alerts: could not store delivery attempt %d of %s to %s (%s): %s", row.attempt, row.alert_id,
+                      row.destination, row.outcome, exc)  # fmt: skip
+
+    # ---- admin -----------------------------------------------------------------------------
+
+    async def send_test(self) -> list[AlertDelivery]:
+        """One test alert to every destination, one attempt each, at once; the attempts."""
+        if not self.destinations:
+            raise ConflictError(
+                "no alert destinations are configured; set ALERT_WEBHOOKS (or ALERT_WEBHOOKS_FILE) and restart "
+                "the gateway (docs/operations.md, \"Alerts\")"
+            )
+        alert = make_test_alert(time.time())
+        return list(await asyncio.gather(*(self.deliver(alert, d, 1) for d in self.destinations)))
+
+    async def deliveries(self, failed_only: bool, limit: int) -> list[AlertDelivery]:
+        return await self.log.list_alert_deliveries(failed_only, limit)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [d.public() for d in self.destinations]
+
+
+__all__: Sequence[str] = ["Alert", "AlertService", "Coalescer", "alert_from_event", "json_body", "signature",
+                          "slack_body"]  # fmt: skip
