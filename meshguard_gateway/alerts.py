@@ -34,10 +34,9 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter
 
 from meshguard_gateway import __version__
@@ -46,6 +45,9 @@ from meshguard_gateway.errors import ConflictError
 from meshguard_gateway.events import GatewayEvent, Subscription
 from meshguard_gateway.gateway import Gateway, iso
 from meshguard_gateway.store import AlertDelivery
+
+if TYPE_CHECKING:  # imported when the first alert is posted: a gateway without alerts starts faster
+    import httpx
 
 log = logging.getLogger("meshguard.alerts")
 
@@ -409,7 +411,10 @@ class AlertService:
         self._tasks = []
         if self._sub is not None:
             while not self._sub.queue.empty():  # committed before the stop: still told
-                self._take(self._sub.queue.get_nowait())
+                try:
+                    self._take(self._sub.queue.get_nowait())
+                except Exception:  # never keep the gateway from closing its store
+                    log.exception("alerts: could not handle an event at shutdown")
             self._sub.close()
             self._sub = None
             for alert in self.coalescer.flush():
@@ -443,10 +448,13 @@ class AlertService:
                 ev = await asyncio.wait_for(sub.get(), wait) if wait is None or wait > 0 else None
             except asyncio.TimeoutError:
                 ev = None
-            if ev is not None:
-                self._take(ev)
-            for alert in self.coalescer.due(loop.time()):
-                self._dispatch(alert)
+            try:
+                if ev is not None:
+                    self._take(ev)
+                for alert in self.coalescer.due(loop.time()):
+                    self._dispatch(alert)
+            except Exception:  # a bug must not silence every later alert
+                log.exception("alerts: could not handle an event (%s)", ev.kind if ev is not None else "timer")
 
     def _take(self, ev: GatewayEvent) -> None:
         if self._sub is not None and self._sub.missed > self._missed:
@@ -487,6 +495,8 @@ class AlertService:
     # ---- delivery --------------------------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._http is None:
             limits = httpx.Limits(max_connections=self.concurrency + 2, max_keepalive_connections=4)
             self._http = httpx.AsyncClient(timeout=self.timeout, limits=limits, follow_redirects=False,
@@ -495,6 +505,8 @@ class AlertService:
 
     async def _post(self, dest: AlertDestination, alert: Alert, body: bytes, attempt: int) -> tuple[int | None, str | None, float | None]:  # fmt: skip
         """One attempt: (HTTP status or None, error or None, Retry-After seconds or None)."""
+        import httpx
+
         headers = {
             "Content-Type": "application/json",
             "X-MeshGuard-Event": alert.event,

@@ -2,7 +2,8 @@
 
 Resolution order for each setting: flag, environment variable, default. Secrets (JWT_SECRET,
 ADMIN_TOKEN) that are not given are read from, or generated into, the state folder with owner-only
-permissions; the log names the file, never the value.
+permissions; the log names the file, never the value. Webhook alert destinations (ALERT_WEBHOOKS)
+hold secrets in their URLs: only their scheme and host are ever shown (`redact_url`).
 """
 
 from __future__ import annotations

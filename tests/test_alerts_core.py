@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 import pytest
 
 from meshguard_gateway.alerts import Alert, Coalescer, backoff, json_body, signature, slack_body
 from meshguard_gateway.config import ALERT_EVENTS, load_settings, parse_alert_webhooks, redact_url
 from meshguard_gateway.errors import ConfigError
+from tests.conftest import POLICIES
 
 
 def _alert(event: str = "deny", agent: str = "a1", ts: float = 1_800_000_000.0, **kw: object) -> Alert:
@@ -117,3 +119,18 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert [backoff(n, 1.0, rng=lambda: 0.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert [backoff(n, 1.0, rng=lambda: 0.999) < 2 ** (n - 1) for n in (1, 2, 3)] == [True] * 3
     assert backoff(30, 1.0, rng=lambda: 0.999) < 60.0
+
+
+def test_destinations_from_a_file_are_read_at_start(tmp_path: Path) -> None:
+    from meshguard_gateway.config import prepare_state
+
+    listed = tmp_path / "alerts.json"
+    listed.write_text('[{"name": "ops", "url": "https://alerts.example.com/hook", "format": "slack"}]')
+    base = {"MESHGUARD_STATE_DIR": str(tmp_path / "s"), "POLICIES_DIR": str(POLICIES), "DB_PATH": str(tmp_path / "m.db")}
+    ready = prepare_state(load_settings({**base, "ALERT_WEBHOOKS_FILE": str(listed)}))
+    assert [(d.name, d.format) for d in ready.alert_webhooks] == [("ops", "slack")]
+    with pytest.raises(ConfigError, match="ALERT_WEBHOOKS_FILE .*missing.json cannot be read"):
+        prepare_state(load_settings({**base, "ALERT_WEBHOOKS_FILE": str(tmp_path / "missing.json")}))
+    listed.write_text('[{"url": "https://alerts.example.com/hook", "format": "teams"}]')
+    with pytest.raises(ConfigError, match=r"ALERT_WEBHOOKS_FILE .*alerts.json: destination 1: 'format' is 'teams'"):
+        prepare_state(load_settings({**base, "ALERT_WEBHOOKS_FILE": str(listed)}))
