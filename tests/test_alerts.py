@@ -97,6 +97,7 @@ def test_the_four_events_arrive_in_both_formats(alerting: Callable[..., LiveGate
     assert [r.status_code for r in reads] == [200, 200, 200, 429]
     asked = gw.check(token, "send:email", "boss@example.com")
     assert asked.status_code == 403 and asked.json()["decision"] == "approval_required"
+    assert gw.admin("PATCH", "/admin/agents/bot", json={"tags": ["alerting", "x"]}).status_code == 200  # no alert
     assert gw.admin("DELETE", "/admin/agents/bot").status_code == 200
 
     json_path, slack_path = "/ops?key=s3cret", "/services/T0/B0/slacksecret"
