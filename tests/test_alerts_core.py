@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshguard_gateway.alerts import Alert, Coalescer, backoff, json_body, signature, slack_body
+from meshguard_gateway.alert_core import Alert, Coalescer, backoff, json_body, signature, slack_body
 from meshguard_gateway.config import ALERT_EVENTS, load_settings, parse_alert_webhooks, redact_url
 from meshguard_gateway.errors import ConfigError
 from tests.conftest import POLICIES
