@@ -38,7 +38,7 @@ POLICY = textwrap.dedent(
       - effect: allow
         actions: ["read:*"]
         conditions:
-          rateLimit: {requestsPerMinute: 3}
+          rateLimit: {requestsPerHour: 3}  # an hour: a slow machine cannot outlast the window
       - effect: allow
         actions: ["send:email"]
       - effect: deny
