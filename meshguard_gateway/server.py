@@ -159,12 +159,15 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         loop.create_task(_every(APPROVAL_SWEEP_SECONDS, "approval expiry", gw.expire_due_approvals)),
         loop.create_task(_every(PURGE_EVERY_SECONDS, "audit retention purge", gw.purge)),
     ]
+    alerts = app.state.alerts
+    await alerts.start(url)  # listening before the first request (ALERT_GATEWAY_URL wins over url)
     try:
         await server.serve(sockets=[sock])
     finally:
         for task in chores:
             task.cancel()
         await asyncio.gather(*chores, return_exceptions=True)
+        await alerts.stop()  # pending alerts get ALERT_SHUTDOWN_GRACE_SECONDS; the store is still open
         with contextlib.suppress(FileNotFoundError):
             if json.loads(info_path.read_text()).get("pid") == os.getpid():
                 info_path.unlink()
