@@ -5,6 +5,7 @@ Usage::
 
     python meshguard_autogpt.py [--meshguard-OPTION ...] [AutoGPT's own arguments]
     python meshguard_autogpt.py --continuous --ai-settings ai_settings.yaml   # for example
+    python meshguard_autogpt.py platform executor|rest|app   # the AutoGPT Platform (docs/platform.md)
 
 The launcher patches AutoGPT's command *dispatcher* (not the command functions: replacing those
 governs nothing in a real AutoGPT), so every built-in, plugin-provided and unknown command is first
@@ -38,6 +39,9 @@ Environment variables:
     MESHGUARD_ACTION_MAP         JSON (or YAML, if PyYAML is importable) file adding or overriding
                                  command -> action entries (format in docs/getting-started.md)
     MESHGUARD_STATE_DIR          state folder of the embedded gateway (default ./.meshguard)
+    MESHGUARD_BLOCK_MAP          Platform: JSON file adding or overriding block name/id -> action entries
+    MESHGUARD_WATCH_WAIT         Platform: seconds each revocation watch request is held (default 30)
+    MESHGUARD_PLATFORM           set to 1 by `platform ...` for its child processes (do not set it yourself)
     MESHGUARD_GATEWAY_COMMAND    command that runs the `meshguard` CLI for the embedded gateway
                                  (default: `meshguard` on PATH, else `python -m meshguard_gateway`)
     MESHGUARD_AGENT_NAME         agent name used by the embedded default (default autogpt-agent)
@@ -2322,7 +2326,9 @@ def _make_block_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
                                      "refused (fail closed)") from None  # fmt: skip
         decision = await _off_loop(lambda: _platform_decide(call, kwargs.get("graph_exec_id")))
         if not decision.get("allowed"):
-            raise _block_error(self, refusal_text(call.block, decision))
+            # BlockError appends ". block_id: ...", so no final period here
+            raise _block_error(self, refusal_text(call.block, decision).replace("refused command", "refused block", 1)
+                               .rstrip("."))  # fmt: skip
         gw = _platform.gateway
         started = time.monotonic()
         status, result = "success", "completed"

@@ -147,21 +147,17 @@ def test_platform_rate_limit_counts_per_user(platform_gateway: Any, tmp_path: Pa
 
 
 def test_platform_revoke_terminates_running_graphs_and_refuses_new_ones(platform_gateway: Any, tmp_path: Path) -> None:
+    """No other block runs after the revocation: the watch request (held by the gateway) notices it."""
     gw, agent_id, token = platform_gateway()
-    revoked, later = tmp_path / "revoked", tmp_path / "later"
+    later = tmp_path / "later"
     run = start_platform("executor", tmp_path / "run", gw.url, token, runs=[
         graph("exec-long", [("timer", TIMER, {"seconds": 60, "input_message": "done"})]),
-        graph("exec-next", [("calc", CALCULATOR, {"operation": "Add", "a": 1, "b": 1})], start_after_file=revoked),
         graph("exec-late", [("calc", CALCULATOR, {"operation": "Add", "a": 1, "b": 1})], start_after_file=later),
     ])  # fmt: skip
     wait_until(lambda: audit(gw, trace="exec-long"), what="the timer to be allowed")
     assert gw.admin("DELETE", f"/admin/agents/{agent_id}").status_code == 200
-    revoked.touch()
-    refused = run.node_final("exec-next", "calc")
-    assert refused["status"] == "FAILED" and "revoked" in refused["outputs"][0][1]
-    assert run.graph_status("exec-long") == "TERMINATED"
+    assert run.graph_status("exec-long", timeout=30) == "TERMINATED"  # well before the timer's 60 s
     assert run.node_final("exec-long", "timer")["status"] == "TERMINATED"
-    assert run.graph_status("exec-next") == "TERMINATED"
     later.touch()
     assert run.graph_status("exec-late") == "TERMINATED"
     assert run.node("exec-late", "calc") is None  # no block of a later run even starts
@@ -170,8 +166,28 @@ def test_platform_revoke_terminates_running_graphs_and_refuses_new_ones(platform
     assert run.proc.poll() is None  # the service keeps running (exiting would make RabbitMQ redeliver)
     status, out = run.stop()
     assert status == 0, out
-    assert {a for g in ("exec-long", "exec-next", "exec-late") for a in run.acks(g)} == {"ack"}
+    assert {a for g in ("exec-long", "exec-late") for a in run.acks(g)} == {"ack"}
     assert "REVOKED" in out
+
+
+def test_platform_revoked_agent_is_refused_at_the_next_block(platform_gateway: Any, tmp_path: Path) -> None:
+    """Where nothing watches (the REST server runs no graphs), the next check's 401 refuses the block,
+    and every later one without asking the gateway again."""
+    gw, agent_id, token = platform_gateway()
+    run = start_platform("rest", tmp_path / "run", gw.url, token)
+    port = wait_until(lambda: (tmp_path / "run" / "rest_port").exists() and
+                      (tmp_path / "run" / "rest_port").read_text().split()[0], what="the REST server")  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api/blocks/{CALCULATOR}/execute"
+    calc = {"operation": "Add", "a": 1, "b": 1}
+    assert httpx.post(url, json=calc, headers={"X-User-Id": "u"}, timeout=30).status_code == 200
+    assert gw.admin("DELETE", f"/admin/agents/{agent_id}").status_code == 200
+    for _ in range(2):
+        refused = httpx.post(url, json=calc, headers={"X-User-Id": "u"}, timeout=30)
+        assert refused.status_code == 400 and "revoked" in refused.json()["detail"]
+    assert len(audit(gw, action="execute:block:CalculatorBlock")) == 1  # the 401s wrote no decisions
+    assert run.proc.poll() is None
+    run.proc.terminate()
+    run.proc.wait(30)
 
 
 def test_platform_app_governs_the_forkserver_rest_child(platform_gateway: Any, tmp_path: Path) -> None:
@@ -220,3 +236,43 @@ def test_platform_refuses_to_start_unusable(platform_gateway: Any, tmp_path: Pat
                                env={"PYTHONPATH": os.devnull})  # fmt: skip
     assert nobackend.proc.wait(60) == 1
     assert "Python of the AutoGPT Platform backend" in (nobackend.proc.stdout.read() if nobackend.proc.stdout else "")
+
+
+def test_platform_child_is_ungoverned_when_patched_only_in_main(platform_gateway: Any, tmp_path: Path) -> None:
+    """Negative control for the forkserver test: a patch installed at run time in the parent (the way
+    the classic launcher patches, in main()) does not reach the REST child, whose refused request then
+    acts. This is why the Platform patch is installed at import time, from the environment."""
+    import subprocess
+    import sys
+
+    from platform_run import LAUNCHER, STANDIN
+
+    gw, _, token = platform_gateway()
+    work = tmp_path / "run"
+    work.mkdir()
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import meshguard_autogpt as mg\n"
+        "if __name__ == '__main__':\n"
+        "    mg.install_platform_hook()\n"
+        "    import backend.app; backend.app.main()\n"
+    ) % str(LAUNCHER.parent)  # fmt: skip
+    (work / "main_only.py").write_text(script)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MESHGUARD_")}, "PYTHONPATH": str(STANDIN),
+           "MESHGUARD_URL": gw.url, "MESHGUARD_TOKEN": token, "STANDIN_REST_PORT_FILE": str(work / "rest_port"),
+           "STANDIN_STOP_FILE": str(work / "stop"), "STANDIN_SIDE_EFFECTS": str(work / "side_effects.jsonl")}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(work / "main_only.py")], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        port = wait_until(lambda: (work / "rest_port").exists() and (work / "rest_port").read_text().split()[0],
+                          what="the REST child")  # fmt: skip
+        resp = httpx.post(f"http://127.0.0.1:{port}/api/blocks/{WEB_REQUEST}/execute",
+                          json={"url": "http://169.254.169.254/latest"}, headers={"X-User-Id": "u"}, timeout=30)  # fmt: skip
+        assert resp.status_code == 200  # ungoverned: the request was sent
+        assert "169.254.169.254" in (work / "side_effects.jsonl").read_text()
+    finally:
+        (work / "stop").touch()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
