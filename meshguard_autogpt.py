@@ -2427,7 +2427,11 @@ def _watch_loop() -> None:
     gw, _, _ = _platform_gateway()
     if gw is None:
         return
-    wait = int(_env_float("MESHGUARD_WATCH_WAIT", float(_WATCH_WAIT)))
+    try:
+        wait = min(60, int(_env_float("MESHGUARD_WATCH_WAIT", float(_WATCH_WAIT))))  # the gateway holds <= 60 s
+    except ConfigError as exc:
+        _say(f"{exc}; watching with wait={_WATCH_WAIT}")
+        wait = _WATCH_WAIT
     while gw.revoked is None:
         with _platform.runs_changed:
             while not _platform.runs and gw.revoked is None:

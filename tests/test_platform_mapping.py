@@ -148,3 +148,25 @@ def test_rate_limit_per_must_be_a_list_of_context_keys(per: str) -> None:
 def test_rate_limit_with_only_per_is_refused() -> None:
     with pytest.raises(PolicyError, match="has only 'per'"):
         parse_policy("name: p\nrules: [{effect: allow, actions: ['x:y']}]\nrateLimits: {per: [user_id]}\n")
+
+
+def test_a_block_class_overriding_execute_is_governed_too() -> None:
+    """No v0.6.44 block overrides Block.execute; one that did would bypass the patch, so it is wrapped."""
+
+    class Base:
+        async def execute(self, input_data: Any, **kwargs: Any) -> Any:
+            yield "base", input_data
+
+    class Own(Base):
+        async def execute(self, input_data: Any, **kwargs: Any) -> Any:
+            yield "own", input_data
+
+    class Inherits(Base):
+        pass
+
+    mg._patch_block_class(Base, "test")
+    mg._cover_overrides(Base)
+    assert Own.execute.__meshguard_original__ is not None  # type: ignore[attr-defined]
+    assert "execute" not in Inherits.__dict__
+    with pytest.raises(mg.PatchError, match="not an async generator"):
+        mg._patch_block_class(type("Sync", (), {"execute": lambda self, d: iter(())}), "old")
