@@ -99,7 +99,24 @@ def start_platform(entry: str, workdir: Path, url: str, token: str, runs: list[d
     }
     proc = subprocess.Popen([sys.executable, str(LAUNCHER), "platform", entry], cwd=workdir, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    STARTED.append(proc)
     return PlatformRun(proc, workdir)
+
+
+STARTED: list[subprocess.Popen[str]] = []
+
+
+def stop_all() -> None:
+    """After a test, whatever happened: SIGTERM (the services stop their forkserver children), then kill."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def graph(graph_exec_id: str, nodes: list[tuple[str, str, dict[str, Any]]], *, user_id: str = "user-1",

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from platform_run import (
-    CALCULATOR, PRINT, SEND_EMAIL, SMTP_PASSWORD, TIMER, WEB_REQUEST, graph, start_platform, wait_until,
+    CALCULATOR, PRINT, SEND_EMAIL, SMTP_PASSWORD, TIMER, WEB_REQUEST, graph, start_platform, stop_all, wait_until,
 )  # fmt: skip
 
 POLICY = """\
@@ -48,6 +48,12 @@ rateLimits:
   requestsPerMinute: 2
   per: [user_id]
 """
+
+
+@pytest.fixture(autouse=True)
+def _stop_platform_processes() -> Any:
+    yield
+    stop_all()
 
 
 @pytest.fixture
