@@ -5,6 +5,7 @@ Usage::
 
     python meshguard_autogpt.py [--meshguard-OPTION ...] [AutoGPT's own arguments]
     python meshguard_autogpt.py --continuous --ai-settings ai_settings.yaml   # for example
+    python meshguard_autogpt.py platform executor|rest|app   # the AutoGPT Platform (docs/platform.md)
 
 The launcher patches AutoGPT's command *dispatcher* (not the command functions: replacing those
 governs nothing in a real AutoGPT), so every built-in, plugin-provided and unknown command is first
@@ -38,6 +39,9 @@ Environment variables:
     MESHGUARD_ACTION_MAP         JSON (or YAML, if PyYAML is importable) file adding or overriding
                                  command -> action entries (format in docs/getting-started.md)
     MESHGUARD_STATE_DIR          state folder of the embedded gateway (default ./.meshguard)
+    MESHGUARD_BLOCK_MAP          Platform: JSON file adding or overriding block name/id -> action entries
+    MESHGUARD_WATCH_WAIT         Platform: seconds each revocation watch request is held (default 30)
+    MESHGUARD_PLATFORM           set to 1 by `platform ...` for its child processes (do not set it yourself)
     MESHGUARD_GATEWAY_COMMAND    command that runs the `meshguard` CLI for the embedded gateway
                                  (default: `meshguard` on PATH, else `python -m meshguard_gateway`)
     MESHGUARD_AGENT_NAME         agent name used by the embedded default (default autogpt-agent)
@@ -1948,6 +1952,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = {name: os.environ.get(name) for name in options}
     os.environ.update(options)
     try:
+        if autogpt_args[:1] == ["platform"]:  # the AutoGPT Platform (issue 15)
+            return platform_run(autogpt_args[1:])
         return _run(autogpt_args)
     finally:
         for name, value in saved.items():
@@ -2026,6 +2032,636 @@ def _farewell(gw: MeshGuardGateway, embedded: EmbeddedGateway | None) -> None:
         pid = f"pid {embedded.pid}" if embedded.pid else "its pid is in gateway.json"
         _say(f"the embedded gateway keeps running at {embedded.url} ({pid}) so the CLI can read the audit trail; "
              f"stop it with: meshguard gateway stop --state-dir {shlex.quote(str(embedded.state_dir))}")  # fmt: skip
+
+
+###############################################################################
+# AutoGPT Platform (issue 15) #################################################
+###############################################################################
+# `python meshguard_autogpt.py platform executor|rest|app` runs one of the AutoGPT Platform's
+# backend services (autogpt_platform/backend, v0.6.44) with every block run governed.
+#
+# Where: every block run passes the async generator Block.execute (backend/data/block.py:603; later
+# backend/blocks/_base.py), called by the executor's execute_node (executor/manager.py:322), the REST
+# block endpoint (api/features/v1.py:381), the external API (api/external/v1/routes.py:93) and the
+# chat tool run_block (api/features/chat/tools/run_block.py:252). The class attribute is replaced.
+#
+# Which processes: `app` starts the REST server and the other services as forkserver children
+# (util/process.py:25-29, :127-133), which never run the parent's main(). So the patch is installed
+# at IMPORT time of this module, when MESHGUARD_PLATFORM=1 is in the environment, through a
+# sys.meta_path hook that patches Block the moment the backend imports it (no backend import, no
+# network, no gateway start here: every multiprocessing Manager() process imports this module too).
+# A child imports this module in two ways, both set up by the parent before the first child starts:
+#   1. forkserver and spawn children re-import the parent's __main__ (this file) as __mp_main__;
+#   2. multiprocessing.set_forkserver_preload(["__main__", "meshguard_autogpt"]) makes the
+#      forkserver import it by name even when __main__ is something else.
+# The gateway URL, token and trace id reach the children through the environment (set before the
+# forkserver starts, which copies it). No .pth file, nothing installed into the backend's venv.
+#
+# How a refusal is reported: BlockExecutionError (a BlockError and a ValueError, util/exceptions.py:21):
+# the node becomes FAILED with an `error` output and the graph goes on (manager.py:660-686); the REST
+# endpoints answer 400 (api/rest_api.py:261); the chat tool answers ErrorResponse (run_block.py:267).
+# Never a graph-level exception: RabbitMQ would redeliver the run (manager.py:1800-1807).
+#
+# Event loops: a graph's nodes share one asyncio loop (manager.py:690-706), the REST server one
+# uvicorn loop. Every gateway call (and every wait: approvals, rate limits) runs on the launcher's
+# daemon worker threads, never on the loop and never in the loop's default executor.
+#
+# Revocation: the agent is one MeshGuard identity for the whole deployment. On 401 (a check, or the
+# watch endpoint while graph runs are active), this process refuses every later block and sets the
+# cancel events of its running graph runs, which end TERMINATED (manager.py:1123-1124); runs that
+# start later are cancelled at once. The process keeps running: exiting would leave the RabbitMQ
+# message unacked and another executor would resume the run (manager.py:735-767).
+
+PLATFORM_ENTRIES = {"executor": "backend.exec", "rest": "backend.rest", "app": "backend.app"}
+_PLATFORM_FLAG = "MESHGUARD_PLATFORM"
+_BLOCK_MODULES = ("backend.blocks._base", "backend.data.block")  # later upstream first (research §7.1)
+_MANAGER_MODULE = "backend.executor.manager"
+_INPUT_LIMIT = 2000  # characters of redacted block input sent as context (audit)
+_WATCH_WAIT = 30
+
+# Block name -> {"action", "resource": "input_field|other_field", "context"}. Unmapped blocks are
+# execute:block:<BlockName>. Extend or override with MESHGUARD_BLOCK_MAP (JSON object, keyed by
+# block name or block id). Names and ids from the research note (autogpt-platform.md §2).
+_CODE = {"action": "execute:code", "context": {"sandbox": True}}  # E2B sandboxes, not the host
+_GITHUB = {"action": "write:github", "resource": "repo_url|repo"}
+_SOCIAL = {"action": "post:social", "resource": "post|text|tweet_text|title"}
+PLATFORM_BLOCK_MAP: dict[str, dict[str, Any]] = {
+    # code execution
+    "ExecuteCodeBlock": {**_CODE, "resource": "code"},
+    "InstantiateCodeSandboxBlock": {**_CODE, "resource": "setup_code|setup_commands"},
+    "ExecuteCodeStepBlock": {**_CODE, "resource": "step_code"},
+    "ClaudeCodeBlock": {**_CODE, "resource": "prompt"},
+    "BlockInstallationBlock": {"action": "install:code", "resource": "code"},  # writes backend/blocks/*.py
+    # HTTP
+    "SendWebRequestBlock": {"action": "request:http", "resource": "url"},
+    "SendAuthenticatedWebRequestBlock": {"action": "request:http", "resource": "url"},
+    # email and messages
+    "SendEmailBlock": {"action": "send:email", "resource": "to_email|to"},
+    "GmailSendBlock": {"action": "send:email", "resource": "to"},
+    "GmailReplyBlock": {"action": "send:email", "resource": "to|threadId"},
+    "GmailForwardBlock": {"action": "send:email", "resource": "to"},
+    "SendDiscordMessageBlock": {"action": "send:message", "resource": "channel_name|channel_id"},
+    "SendDiscordDMBlock": {"action": "send:message", "resource": "user_id"},
+    "SendDiscordFileBlock": {"action": "send:message", "resource": "channel_name|channel_id"},
+    "SendRedditMessageBlock": {"action": "send:message", "resource": "username|to"},
+    # social posting and deleting
+    "TwitterPostTweetBlock": {**_SOCIAL},
+    "CreateRedditPostBlock": {**_SOCIAL},
+    "PublishToMediumBlock": {**_SOCIAL},
+    "WordPressCreatePostBlock": {**_SOCIAL},
+    **{f"PostTo{site}Block": {**_SOCIAL} for site in (
+        "X", "Facebook", "Instagram", "LinkedIn", "Reddit", "TikTok", "YouTube", "Bluesky", "Pinterest",
+        "Threads", "Snapchat", "Telegram", "GMB")},  # Ayrshare (ayrshare/post_to_*.py)
+    "TwitterDeleteTweetBlock": {"action": "delete:social", "resource": "tweet_id"},
+    "DeleteRedditPostBlock": {"action": "delete:social", "resource": "post_id"},
+    # GitHub writes
+    **{name: dict(_GITHUB) for name in (
+        "GithubCreateFileBlock", "GithubUpdateFileBlock", "GithubMakeBranchBlock", "GithubDeleteBranchBlock",
+        "GithubCreateRepositoryBlock", "GithubMakePullRequestBlock", "GithubMakeIssueBlock", "GithubCommentBlock",
+        "GithubCreatePRReviewBlock", "GithubCreateCheckRunBlock", "GithubUpdateCheckRunBlock",
+        "GithubCreateStatusBlock")},
+    # files and persistent memory
+    "FileStoreBlock": {"action": "write:files", "resource": "file_in"},
+    "PersistInformationBlock": {"action": "write:memory", "resource": "key"},
+    "GoogleSheetsShareSpreadsheetBlock": {"action": "share:document", "resource": "email|spreadsheet"},
+    "GoogleSheetsSetPublicAccessBlock": {"action": "share:document", "resource": "spreadsheet"},
+    # money
+    "Slant3DCreateOrderBlock": {"action": "pay:order", "resource": "order_number"},
+    "StripeSpendRequestBlock": {"action": "pay:card", "resource": "amount"},  # later upstream stripe_link
+    # browser automation
+    "StagehandActBlock": {"action": "browse:web", "resource": "url"},
+    # agents calling agents
+    "AgentExecutorBlock": {"action": "start:agent", "resource": "graph_id"},
+}
+
+# Input fields that may carry a secret: never sent to the gateway (the credentials objects themselves
+# travel in kwargs, which are never read; credentials *fields* in the input hold metadata only, and
+# are stripped too).
+_SECRET_KEY = re.compile(r"(credential|secret|password|passwd|token|api_?key|private_?key)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """What the gateway is asked about one block run."""
+
+    block: str  # the block's name (class name)
+    block_id: str
+    action: str
+    resource: str | None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def load_block_map(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The built-in block map plus the entries of `path` (MESHGUARD_BLOCK_MAP), which win.
+
+    The file is a JSON object keyed by block name (``SendWebRequestBlock``) or block id (UUID):
+    ``{"MyBlock": {"action": "send:fax", "resource": "number"}, "0b02b072-...": "execute:code"}``.
+    """
+    merged = {name: dict(entry) for name, entry in PLATFORM_BLOCK_MAP.items()}
+    path = path if path is not None else _env("MESHGUARD_BLOCK_MAP")
+    if not path:
+        return merged
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"MESHGUARD_BLOCK_MAP={path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"MESHGUARD_BLOCK_MAP={path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"MESHGUARD_BLOCK_MAP={path}: expected an object of block name or id -> entry, "
+                          f"got {type(data).__name__}")  # fmt: skip
+    for name, entry in data.items():
+        checked = _validate_entry(str(path), str(name), entry)
+        if (checked["resource"] or "").startswith("path:"):
+            raise ConfigError(f"{path}: entry '{name}': block inputs are not workspace paths; give the input "
+                              "field name(s) as 'resource' (e.g. \"url\" or \"to|recipient\")")  # fmt: skip
+        merged[str(name)] = checked
+    return merged
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """The block input without anything that may be a secret (see _SECRET_KEY), JSON-safe."""
+    if depth > 6:
+        return "…"
+    if isinstance(value, Mapping):
+        return {str(k): _redacted(v, depth + 1) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, depth + 1) for v in value[:50]]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _credential_fields(block: Any) -> set[str]:
+    """The block's credentials input fields (data/block.py:258, and auto-credentials fields)."""
+    names: set[str] = set()
+    schema = getattr(block, "input_schema", None)
+    for getter in ("get_credentials_fields", "get_auto_credentials_fields"):
+        try:
+            found = getattr(schema, getter)()
+        except Exception:  # an older/newer schema without it: the name filter still applies
+            continue
+        for key, info in (found or {}).items():
+            names.add(str(key))
+            if isinstance(info, Mapping) and info.get("field_name"):
+                names.add(str(info["field_name"]))
+    return names
+
+
+_CONTEXT_KWARGS = ("user_id", "graph_id", "graph_version", "graph_exec_id", "node_id", "node_exec_id")
+
+
+def map_block(block: Any, input_data: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
+              block_map: Mapping[str, Mapping[str, Any]] | None = None) -> BlockCall:  # fmt: skip
+    """Map one Block.execute call to the (action, resource, context) the gateway judges.
+
+    Context: user_id, graph_id, graph_version, graph_exec_id, node_id, node_exec_id as the caller
+    passed them (the REST and chat callers pass user_id only, the external API nothing), the block's
+    id, name, categories and is_sensitive_action, ``caller`` (graph | direct) and the redacted input.
+    Credentials are never read from kwargs; credentials fields are stripped from the input.
+    """
+    table = block_map if block_map is not None else PLATFORM_BLOCK_MAP
+    name = str(getattr(block, "name", None) or type(block).__name__)
+    block_id = str(getattr(block, "id", "") or "")
+    data = dict(input_data) if isinstance(input_data, Mapping) else {}
+    for key in _credential_fields(block):
+        data.pop(key, None)
+    safe = _redacted(data)
+    entry = table.get(block_id) or table.get(name)
+    resource: str | None = None
+    if entry is None:
+        action = f"execute:block:{name}"
+        extra: Mapping[str, Any] = {}
+    else:
+        action = str(entry["action"])
+        spec = entry.get("resource") or ""
+        found, value = _pick(safe, spec[4:] if spec.startswith("arg:") else spec) if spec else (False, None)
+        if found:
+            resource = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+        extra = entry.get("context") or {}
+    context: dict[str, Any] = {key: kwargs[key] for key in _CONTEXT_KWARGS if kwargs.get(key) is not None}
+    categories = getattr(block, "categories", None) or ()
+    context.update(
+        block_id=block_id, block_name=name, caller="graph" if kwargs.get("graph_exec_id") else "direct",
+        categories=sorted(str(getattr(c, "name", c)) for c in categories),
+        sensitive=bool(getattr(block, "is_sensitive_action", False)),
+    )  # fmt: skip
+    text = json.dumps(safe, default=str, sort_keys=True)
+    context["input"] = safe if len(text) <= _INPUT_LIMIT else text[: _INPUT_LIMIT - 1] + "…"
+    context.update(extra)
+    context.setdefault("sandbox", False)
+    return BlockCall(name, block_id, action, resource, context)
+
+
+class _PlatformGateway(MeshGuardGateway):
+    """The gateway client of one Platform process: sends the graph run's id as trace id, so
+    ``meshguard audit trace <graph_exec_id>`` shows one run; other calls use the process trace."""
+
+    _local = threading.local()
+
+    def _send(self, method: str, path: str, limit: float, **kwargs: Any) -> requests.Response:
+        trace = getattr(self._local, "trace", None)
+        if trace:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "X-Trace-ID": trace}
+        return super()._send(method, path, limit, **kwargs)
+
+
+@dataclass
+class _PlatformState:
+    """Per process: the gateway client (created on the first block run), the running graph runs."""
+
+    pid: int = 0
+    gateway: MeshGuardGateway | None = None
+    block_map: dict[str, dict[str, Any]] | None = None
+    error: str | None = None  # configuration problem: every block is refused with it
+    runs: dict[str, threading.Event] = field(default_factory=dict)  # graph_exec_id -> cancel event
+    runs_changed: threading.Condition = field(default_factory=threading.Condition)
+    watching: bool = False
+    watch: str = "unknown"  # unknown | active | unavailable
+
+
+_platform = _PlatformState()
+_platform_lock = threading.Lock()
+
+
+def _platform_gateway() -> tuple[MeshGuardGateway | None, dict[str, dict[str, Any]], str | None]:
+    """This process's gateway client and block map, created from the environment on first use
+    (again after a fork). A configuration error refuses every block instead of raising."""
+    global _platform
+    with _platform_lock:
+        if _platform.pid != os.getpid():
+            _platform = _PlatformState(pid=os.getpid())
+            try:
+                _platform.block_map = load_block_map()
+                _platform.gateway = _PlatformGateway()
+            except MeshGuardError as exc:
+                _platform.error = f"MeshGuard is misconfigured in this process ({exc}); refused (fail closed)"
+        return _platform.gateway, _platform.block_map or {}, _platform.error
+
+
+def _platform_decide(call: BlockCall, trace: str | None) -> dict[str, Any]:
+    """One block's final decision (waits for approvals and rate limits as configured). Runs on a
+    worker thread. A revoked agent cancels this process's graph runs."""
+    gw, _, error = _platform_gateway()
+    if gw is None:
+        return {"allowed": False, "decision": "error", "reason": error or "no gateway", "action": call.action,
+                "resource": call.resource}  # fmt: skip
+    _PlatformGateway._local.trace = trace if trace and _TRACE_ID.fullmatch(trace) else None
+    try:
+        decision = gw.decide(call.action, call.resource, call.context, label=call.block)
+    except AgentRevokedError as exc:
+        _revoke_platform(exc.reason)
+        return {"allowed": False, "decision": "unauthorized", "action": call.action, "resource": call.resource,
+                "reason": f"the MeshGuard agent of this deployment is revoked ({exc.reason}); no block runs any "
+                          "more and running graph executions are being stopped"}  # fmt: skip
+    finally:
+        _PlatformGateway._local.trace = None
+    gw.report(decision, label=call.block)
+    return decision
+
+
+def _revoke_platform(reason: str) -> None:
+    """Refuse every later block in this process and cancel its running graph runs (TERMINATED)."""
+    gw, _, _ = _platform_gateway()
+    first = gw is not None and gw.revoked is None
+    if gw is not None:
+        gw.revoked = gw.revoked or reason
+    with _platform.runs_changed:
+        cancelled = [run for run, event in _platform.runs.items() if not event.is_set()]
+        for run in cancelled:
+            _platform.runs[run].set()
+        _platform.runs_changed.notify_all()
+    if first or cancelled:
+        _say(f"REVOKED ({reason}): every block is refused from now on; cancelled {len(cancelled)} running "
+             f"graph execution(s){': ' + ', '.join(cancelled) if cancelled else ''}")  # fmt: skip
+
+
+async def _off_loop(job: Callable[[], Any]) -> Any:
+    """Await `job()` run on a launcher worker thread: the event loop serves its other tasks meanwhile,
+    and long waits (approvals) never occupy the loop's default executor."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+    def work() -> None:
+        try:
+            value, error = job(), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            value, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:  # the loop is gone (service shutting down)
+            pass
+
+    _run_in_worker(work)
+    return await future
+
+
+def _block_error(block: Any, message: str) -> BaseException:
+    """The platform's BlockExecutionError (util/exceptions.py:21), so every caller reports it as a
+    block failure: FAILED node with an error output, HTTP 400, chat ErrorResponse."""
+    exceptions = sys.modules.get("backend.util.exceptions") or importlib.import_module("backend.util.exceptions")
+    error_cls = exceptions.BlockExecutionError
+    return error_cls(message=message, block_name=getattr(block, "name", type(block).__name__),
+                     block_id=str(getattr(block, "id", "")))  # fmt: skip
+
+
+def _make_block_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Block.execute, governed: check first (off the loop), run only on an explicit allow, record."""
+
+    @functools.wraps(original)
+    async def meshguard_execute(self: Any, input_data: Any, **kwargs: Any) -> Any:
+        _, block_map, _ = _platform_gateway()
+        try:
+            call = map_block(self, input_data, kwargs, block_map)
+        except Exception as exc:  # a bug here must refuse the block, not run it ungoverned
+            raise _block_error(self, f"MeshGuard could not map this block ({type(exc).__name__}: {exc}); "
+                                     "refused (fail closed)") from None  # fmt: skip
+        decision = await _off_loop(lambda: _platform_decide(call, kwargs.get("graph_exec_id")))
+        if not decision.get("allowed"):
+            # BlockError appends ". block_id: ...", so no final period here
+            raise _block_error(self, refusal_text(call.block, decision).replace("refused command", "refused block", 1)
+                               .rstrip("."))  # fmt: skip
+        gw = _platform.gateway
+        started = time.monotonic()
+        status, result = "success", "completed"
+        try:
+            async for output in original(self, input_data, **kwargs):
+                yield output
+        except BaseException as exc:
+            status, result = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if gw is not None:  # best effort, never delays the graph
+                elapsed = (time.monotonic() - started) * 1000
+                _run_in_worker(functools.partial(gw.record, call.action, call.resource, status, result,
+                                                 duration_ms=elapsed, decision_id=decision.get("decision_id")))  # fmt: skip
+
+    meshguard_execute.__meshguard_original__ = original  # type: ignore[attr-defined]
+    return meshguard_execute
+
+
+def _patch_block_class(block_cls: Any, where: str) -> None:
+    """Replace Block.execute (idempotent). Refuses (PatchError) a Block whose execute is not the
+    async generator the governor wraps: better no platform than an ungoverned one."""
+    current = block_cls.__dict__.get("execute")
+    if current is None:
+        raise PatchError(f"{where}.Block has no execute method of its own; this Platform version is not supported")
+    if getattr(current, "__meshguard_original__", None) is not None:
+        return
+    if not inspect.isasyncgenfunction(current):
+        raise PatchError(f"{where}.Block.execute is not an async generator (2024 platform versions had a sync one); "
+                         "this Platform version is not supported: refusing to run it ungoverned")  # fmt: skip
+    block_cls.execute = _make_block_wrapper(current)
+
+
+def _cover_overrides(block_cls: Any) -> None:
+    """A block class with its own execute would bypass Block.execute: govern that one too."""
+    pending = list(block_cls.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        own = cls.__dict__.get("execute")
+        if own is not None and getattr(own, "__meshguard_original__", None) is None and inspect.isasyncgenfunction(own):
+            cls.execute = _make_block_wrapper(own)
+
+
+def _track_graph_runs(manager: types.ModuleType) -> None:
+    """Wrap the module-level execute_graph (submitted by name, manager.py:1784) to know each running
+    graph run's cancel event: revocation sets them. Never raises at graph level."""
+    original = getattr(manager, "execute_graph", None)
+    if original is None or getattr(original, "__meshguard_original__", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def meshguard_execute_graph(graph_exec_entry: Any, cancel_event: threading.Event, *args: Any, **kwargs: Any) -> Any:
+        run = str(getattr(graph_exec_entry, "graph_exec_id", "") or id(cancel_event))
+        gw, _, _ = _platform_gateway()
+        with _platform.runs_changed:
+            _platform.runs[run] = cancel_event
+            _platform.runs_changed.notify_all()
+        if gw is not None and gw.revoked is not None:
+            cancel_event.set()  # refused: the run ends TERMINATED without running a block
+            _say(f"graph execution {run} cancelled: the MeshGuard agent is revoked ({gw.revoked})")
+        _start_watch()
+        try:
+            for cls in _patched_block_classes():
+                _cover_overrides(cls)
+            return original(graph_exec_entry, cancel_event, *args, **kwargs)
+        finally:
+            with _platform.runs_changed:
+                _platform.runs.pop(run, None)
+
+    meshguard_execute_graph.__meshguard_original__ = original  # type: ignore[attr-defined]
+    manager.execute_graph = meshguard_execute_graph  # type: ignore[attr-defined]
+
+
+def _patched_block_classes() -> list[Any]:
+    found = []
+    for name in _BLOCK_MODULES:
+        cls = getattr(sys.modules.get(name), "Block", None)
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return found
+
+
+def _start_watch() -> None:
+    """One daemon thread per process that notices a revocation while graph runs are active."""
+    with _platform_lock:
+        if _platform.watching:
+            return
+        _platform.watching = True
+    threading.Thread(target=_watch_loop, name="meshguard-watch", daemon=True).start()
+
+
+def _watch_loop() -> None:
+    """GET /proxy/governance/watch?wait=N while graph runs are active: 401 -> revoke at once.
+    A gateway without the endpoint (404/405) leaves it to the 401 of the next block check."""
+    gw, _, _ = _platform_gateway()
+    if gw is None:
+        return
+    try:
+        wait = min(60, int(_env_float("MESHGUARD_WATCH_WAIT", float(_WATCH_WAIT))))  # the gateway holds <= 60 s
+    except ConfigError as exc:
+        _say(f"{exc}; watching with wait={_WATCH_WAIT}")
+        wait = _WATCH_WAIT
+    while gw.revoked is None:
+        with _platform.runs_changed:
+            while not _platform.runs and gw.revoked is None:
+                _platform.runs_changed.wait()
+        if gw.revoked is not None:
+            return
+        try:
+            resp = gw._send("GET", "/proxy/governance/watch", wait + gw.timeout, params={"wait": wait})
+        except requests.RequestException:
+            time.sleep(1.0)
+            continue
+        if resp.status_code == 401:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {}
+            _revoke_platform(str(_first(body, "reason", "message") or "token rejected") if isinstance(body, dict)
+                             else "token rejected")  # fmt: skip
+            return
+        if resp.status_code in (404, 405):
+            _platform.watch = "unavailable"
+            return
+        _platform.watch = "active"
+        if resp.status_code != 200:
+            time.sleep(1.0)
+
+
+class _PlatformImportHook:
+    """sys.meta_path finder: patches Block (and tracks graph runs) right after the backend imports
+    the module that defines it. Finds nothing itself; the real finders do the import."""
+
+    _meshguard_platform_hook = True
+    targets = frozenset({*_BLOCK_MODULES, _MANAGER_MODULE})
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in self.targets:
+            return None
+        for finder in sys.meta_path:
+            if getattr(finder, "_meshguard_platform_hook", False) or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _PatchingLoader(spec.loader)
+                return spec
+        return None
+
+
+class _PatchingLoader:
+    """Delegates to the real loader, then patches the freshly executed module."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._loader.exec_module(module)
+        _patch_platform_module(module.__name__, module)
+
+
+def _patch_platform_module(name: str, module: types.ModuleType) -> None:
+    if name == _MANAGER_MODULE:
+        _track_graph_runs(module)
+        return
+    block_cls = getattr(module, "Block", None)
+    if isinstance(block_cls, type):
+        _patch_block_class(block_cls, name)
+
+
+def install_platform_hook() -> None:
+    """Govern the AutoGPT Platform in this process: patch Block.execute now if the backend is already
+    imported, else the moment it is. Idempotent; imports nothing of the backend, starts nothing."""
+    if not any(getattr(f, "_meshguard_platform_hook", False) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PlatformImportHook())  # type: ignore[arg-type]
+    for name in (*_BLOCK_MODULES, _MANAGER_MODULE):
+        module = sys.modules.get(name)
+        if module is not None:
+            _patch_platform_module(name, module)
+
+
+def _platform_block_target() -> str:
+    """Import the backend's Block (through the hook) and say which one is governed, or raise PatchError."""
+    for name in _BLOCK_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # this module does not exist in this version
+            raise PatchError(f"importing {name} failed: {exc}") from exc
+        cls = getattr(module, "Block", None)
+        execute = getattr(cls, "execute", None)
+        if getattr(execute, "__meshguard_original__", None) is None:
+            raise PatchError(f"{name}.Block.execute is not governed after import")
+        return f"{cls.__module__}.Block.execute"
+    raise PatchError("neither backend.blocks._base nor backend.data.block is importable: run the launcher with the "
+                     "Python of the AutoGPT Platform backend (e.g. `cd autogpt_platform/backend && poetry run python "
+                     ".../meshguard_autogpt.py platform executor`)")  # fmt: skip
+
+
+def platform_run(args: list[str]) -> int:
+    """`platform executor|rest|app`: resolve one gateway for every service, export it to the
+    environment (children inherit it), install the hook, then start the backend entry's main()."""
+    if len(args) != 1 or args[0] not in PLATFORM_ENTRIES:
+        print(f"meshguard_autogpt: usage: meshguard_autogpt.py platform {{{'|'.join(PLATFORM_ENTRIES)}}} "
+              f"(got {' '.join(args) or 'nothing'}); the other services (db, ws, scheduler, notification) run "
+              "no blocks: start them as usual", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    entry = PLATFORM_ENTRIES[args[0]]
+    try:
+        trace = _env("MESHGUARD_TRACE_ID") or f"platform-{args[0]}-{uuid.uuid4()}"
+        check_trace_id(trace)
+        load_block_map()
+        url = _env("MESHGUARD_URL", "MESHGUARD_GATEWAY_URL")
+        token = _env("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")
+        if url and not token:
+            raise ConfigError(f"MESHGUARD_URL is {url} but no agent token is set: set MESHGUARD_TOKEN")
+        if not token:  # one process tree: the embedded gateway is shared through the environment
+            state_dir = Path(_env("MESHGUARD_STATE_DIR", default=".meshguard") or ".meshguard").resolve()
+            embedded = start_embedded_gateway(state_dir)
+            url = embedded.url
+            token = embedded_agent_token(url, state_dir, _env("MESHGUARD_AGENT_NAME", default=DEFAULT_AGENT_NAME)
+                                         or DEFAULT_AGENT_NAME)  # fmt: skip
+            _say(f"{'started' if embedded.started else 'reusing'} the embedded gateway at {url} (state {state_dir}); "
+                 "several containers must share one gateway: set MESHGUARD_URL and MESHGUARD_TOKEN instead")  # fmt: skip
+        url = url or DEFAULT_URL
+        if not _healthy(url):
+            raise ConfigError(f"the MeshGuard gateway {url} is not reachable (GET /health failed)")
+        problem = MeshGuardGateway(url, token, trace_id=trace).token_problem()
+        if problem is not None:
+            raise AgentRevokedError(f"the MeshGuard gateway {url} rejects this agent's token ({problem}); the "
+                                    f"{args[0]} was not started")  # fmt: skip
+        # Before any child process exists: forkserver copies this environment once, at its start.
+        os.environ.update({"MESHGUARD_URL": url, "MESHGUARD_TOKEN": token, "MESHGUARD_TRACE_ID": trace,
+                           _PLATFORM_FLAG: "1"})  # fmt: skip
+        import multiprocessing
+
+        multiprocessing.set_forkserver_preload(["__main__", "meshguard_autogpt"])
+        install_platform_hook()
+        target = _platform_block_target()
+        module = importlib.import_module(entry)
+    except AgentRevokedError as exc:
+        print(f"meshguard_autogpt: {exc.reason}", file=sys.stderr)
+        return EXIT_REVOKED
+    except MeshGuardError as exc:
+        print(f"meshguard_autogpt: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ImportError as exc:
+        print(f"meshguard_autogpt: cannot import {entry} ({exc}); run with the backend's Python", file=sys.stderr)
+        return EXIT_ERROR
+    _say(f"governing the AutoGPT Platform {args[0]} ({entry}.main; {target}) with {url}; trace {trace}")
+    try:
+        module.main()
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+__all__ += ["BlockCall", "PLATFORM_BLOCK_MAP", "PLATFORM_ENTRIES", "install_platform_hook", "load_block_map",
+            "map_block", "platform_run"]  # fmt: skip
+
+# Import-time hook (see the top of this section): a service process started by `platform ...` (or
+# one of its forkserver/spawn children, which import this module again) governs its blocks.
+if os.environ.get(_PLATFORM_FLAG) == "1":
+    if __name__ == "__mp_main__":  # one module object for `meshguard_autogpt` in the child too
+        sys.modules.setdefault("meshguard_autogpt", sys.modules[__name__])
+    install_platform_hook()
 
 
 if __name__ == "__main__":

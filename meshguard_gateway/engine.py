@@ -157,6 +157,15 @@ class Decision:
         return out
 
 
+def _split(per: tuple[str, ...], request: Request) -> tuple[str, ...]:
+    """The counter-key suffix of a limit with ``per`` keys: one counter per value of those context
+    keys (a request without the key counts under ""). Keys stay tuples of strings (ratelimit.py)."""
+    if not per:
+        return ()
+    context = request.context or {}
+    return tuple(f"{name}={'' if context.get(name) is None else context.get(name)}" for name in per)
+
+
 # --------------------------------------------------------------------------- request checks
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -486,13 +495,15 @@ class Engine:
             policy = self._policies[pos]
             m = found.get(pos)
             if policy.rate_limit is not None:
-                checks.append(LimitCheck(("policy", agent_key, policy.name), policy.rate_limit.windows))
+                checks.append(LimitCheck(("policy", agent_key, policy.name, *_split(policy.rate_limit.per, request)),
+                                         policy.rate_limit.windows))  # fmt: skip
                 owners.append((pos, None))
             if m is not None and not m.deny and m.approval is None:
                 for rule, _ in m.allow.values():
                     if rule.rate_limit is not None:
                         label = rule.id if rule.id is not None else f"#{rule.index}"
-                        checks.append(LimitCheck(("rule", agent_key, policy.name, label), rule.rate_limit.windows))
+                        checks.append(LimitCheck(("rule", agent_key, policy.name, label,
+                                                  *_split(rule.rate_limit.per, request)), rule.rate_limit.windows))  # fmt: skip
                         owners.append((pos, rule))
 
         result: list[Decision] = []

@@ -62,7 +62,7 @@ POLICY_KEYS = (
 RULE_KEYS = ("actions", "conditions", "description", "effect", "id", "reason")
 CONDITION_KEYS = ("rateLimit", "resourcePattern", "sandbox")
 APPLIES_TO_KEYS = ("agentIds", "tags", "trustTiers")
-LIMIT_KEYS = ("requestsPerHour", "requestsPerMinute")
+LIMIT_KEYS = ("per", "requestsPerHour", "requestsPerMinute")
 HITL_KEYS = ("requireApproval",)
 
 # Counters keep one timestamp per counted request, so a limit is also a memory bound.
@@ -71,6 +71,7 @@ _SPECIAL = frozenset("*?")
 _FORBIDDEN_IN_PATTERN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _BRACKETS = frozenset("[]{}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTEXT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 # --------------------------------------------------------------------------- model
@@ -150,6 +151,8 @@ class RateLimit:
 
     per_minute: int | None = None
     per_hour: int | None = None
+    # Context keys that split the counter (Platform: one counter per user_id / graph_id); () = per agent.
+    per: tuple[str, ...] = ()
 
     @property
     def windows(self) -> tuple[tuple[float, int], ...]:
@@ -167,6 +170,8 @@ class RateLimit:
             out["requestsPerMinute"] = self.per_minute
         if self.per_hour is not None:
             out["requestsPerHour"] = self.per_hour
+        if self.per:
+            out["per"] = list(self.per)  # type: ignore[assignment]
         return out
 
 
@@ -532,6 +537,11 @@ class _Parser:
                              rule=rule, key=key)
             return None
         values: dict[str, int] = {}
+        per = self.limit_per(entries.pop("per", None), key, rule=rule)
+        if not entries:
+            self.problem(node, f"'{key}' has only 'per'; give requestsPerMinute and/or requestsPerHour",
+                         rule=rule, key=key)
+            return None
         for name, (_, vnode) in entries.items():
             full = f"{key}.{name}"
             tag = vnode.tag.rsplit(":", 1)[-1] if isinstance(vnode, ScalarNode) else ""
@@ -548,9 +558,21 @@ class _Parser:
                              rule=rule, key=full)
                 continue
             values[name] = n
-        if len(values) != len(entries):
+        if len(values) != len(entries) or per is None:
             return None
-        return RateLimit(values.get("requestsPerMinute"), values.get("requestsPerHour"))
+        return RateLimit(values.get("requestsPerMinute"), values.get("requestsPerHour"), per)
+
+    def limit_per(self, entry: tuple[Node, Node] | None, key: str, *, rule: str | None = None) -> tuple[str, ...] | None:
+        """``per: [user_id, graph_id]``: context keys that give each value its own counter; None if invalid."""
+        if entry is None:
+            return ()
+        vnode = entry[1]
+        names = vnode.value if isinstance(vnode, SequenceNode) else None
+        if not names or not all(isinstance(n, ScalarNode) and _CONTEXT_KEY.fullmatch(str(n.value)) for n in names):
+            self.problem(vnode, f"'per' must be a list of context keys (e.g. [user_id, graph_id]), got {_kind(vnode)}",
+                         rule=rule, key=f"{key}.per")
+            return None
+        return tuple(str(n.value) for n in names)
 
     # -- the document
 

@@ -199,7 +199,7 @@ VALIDATION_CASES = [
     pytest.param(
         "name: p\nrules: []\nrateLimits:\n  requestsPerMinute: 1.5\n  perDay: 3\n",
         ["p.yaml:4:22: 'requestsPerMinute' must be a positive whole number, got float 1.5",
-         "p.yaml:5:3: unknown key 'perDay' in 'rateLimits' (known: requestsPerHour, requestsPerMinute)"],
+         "p.yaml:5:3: unknown key 'perDay' in 'rateLimits' (known: per, requestsPerHour, requestsPerMinute)"],
         id="bad-policy-limits",
     ),
     pytest.param(
