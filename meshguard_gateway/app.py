@@ -355,6 +355,24 @@ def _trace(request: Request) -> str | None:
     return value
 
 
+WATCH_DEFAULT_WAIT = 25.0
+WATCH_MAX_WAIT = 60.0
+
+
+def _watch_wait(raw: str | None) -> float:
+    """The ``wait`` of a watch request: seconds, 0 to WATCH_MAX_WAIT (default WATCH_DEFAULT_WAIT)."""
+    if raw is None:
+        return WATCH_DEFAULT_WAIT
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = math.nan
+    if not (math.isfinite(wait) and 0 <= wait <= WATCH_MAX_WAIT):
+        raise InvalidRequestError(f"query parameter 'wait' must be a number of seconds from 0 to {WATCH_MAX_WAIT:g}, "
+                                  f"got {raw[:40]!r}")  # fmt: skip
+    return wait
+
+
 def create_app(gw: Gateway) -> FastAPI:
     """The FastAPI application for one started `Gateway`."""
     settings = gw.settings
@@ -562,6 +580,19 @@ def create_app(gw: Gateway) -> FastAPI:
         else:
             approval = await gw.get_approval(approval_id, agent)
         return json_response(approval_json(approval))
+
+    @app.get(
+        "/proxy/governance/watch",
+        tags=["agent"],
+        openapi_extra={"parameters": [{"name": "wait", "in": "query", "required": False,
+                                       "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 25}}]},
+    )  # fmt: skip
+    async def governance_watch(request: Request) -> Response:
+        """Held until this agent is revoked (401) or ``wait`` seconds pass (200, still active)."""
+        token = _bearer(request)
+        gw.authenticate(token)  # a bad token is a 401 before the wait is even read
+        agent = await gw.watch_agent(token, _watch_wait(request.query_params.get("wait")))
+        return json_response({"status": "active", "agent_id": agent.id, "agent_name": agent.name})
 
     # ---- admin: agents ---------------------------------------------------------------------
 

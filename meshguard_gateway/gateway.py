@@ -134,6 +134,7 @@ class Gateway:
         self._policy_lock = asyncio.Lock()
         self._approval_lock = asyncio.Lock()
         self._waiters: dict[str, asyncio.Event] = {}
+        self._revocations: dict[str, asyncio.Event] = {}  # agent id -> set when it is revoked (watch)
         self.started_at = clock()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -314,7 +315,27 @@ class Gateway:
             self._cache_agent(agent)
             raise
         log.warning("agent revoked: %s (%s)", agent.name, agent.id)
+        self._notify_revoked(agent.id)
         return revoked
+
+    # ---- agents: watch (kill switch for work already running) ------------------------------
+
+    def _notify_revoked(self, agent_id: str) -> None:
+        event = self._revocations.pop(agent_id, None)
+        if event is not None:
+            event.set()
+
+    async def watch_agent(self, token: str | None, wait: float) -> AgentRecord:
+        """Held until the token's agent is revoked (InvalidTokenError, at once if it already is) or
+        `wait` seconds pass (returns the agent, still active). Woken by revoke_agent, no polling: a
+        launcher holds one of these while a command runs, to end that command on revocation."""
+        agent = self.authenticate(token)
+        event = self._revocations.setdefault(agent.id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout=wait)
+        except asyncio.TimeoutError:
+            pass
+        return self.authenticate(token)  # revoked, or expired meanwhile: 401
 
     async def issue_token(self, ref: str) -> tuple[AgentRecord, str, float]:
         agent = self.find_agent(ref)

@@ -1,0 +1,74 @@
+"""GET /proxy/governance/watch: the agent's long poll that ends at once when it is revoked.
+
+The launcher holds one while a command runs, to end that command on revocation (the kill switch
+for work already running). Real gateway process, real HTTP.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import LiveGateway
+
+
+def _watch(gateway: LiveGateway, token: str, wait: str | None = None, timeout: float = 90) -> httpx.Response:
+    params = {"wait": wait} if wait is not None else None
+    return httpx.get(gateway.url + "/proxy/governance/watch", params=params,
+                     headers={"Authorization": f"Bearer {token}"}, timeout=timeout)  # fmt: skip
+
+
+def test_watch_active_agent_answers_200_when_the_wait_passes(gateway: LiveGateway) -> None:
+    agent_id, token = gateway.create_agent("watched")
+    resp = _watch(gateway, token, "0.2")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"status": "active", "agent_id": agent_id, "agent_name": "watched"}
+
+
+def test_watch_answers_401_as_soon_as_the_agent_is_revoked(gateway: LiveGateway) -> None:
+    _, token = gateway.create_agent("watched")
+    answers: list[tuple[httpx.Response, float]] = []
+
+    def hold() -> None:
+        resp = _watch(gateway, token, "60")
+        answers.append((resp, time.monotonic()))
+
+    waiter = threading.Thread(target=hold)
+    waiter.start()
+    time.sleep(0.5)  # the watch is held (nothing answered yet)
+    assert not answers
+    assert gateway.admin("DELETE", "/admin/agents/watched").status_code == 200
+    revoked_at = time.monotonic()
+    waiter.join(30)
+    assert answers, "the watch was still held 30 s after the revoke"
+    resp, answered_at = answers[0]
+    assert resp.status_code == 401
+    body = resp.json()
+    assert body["error"] == "unauthorized" and body["status"] == 401 and body["message"]
+    assert "revoked" in body["reason"]
+    # woken by the revoke, not by its 60 s wait (generous bound: the machine is shared)
+    assert answered_at - revoked_at < 10
+
+
+def test_watch_answers_401_at_once_for_a_revoked_or_bad_token(gateway: LiveGateway) -> None:
+    _, token = gateway.create_agent("gone")
+    gateway.admin("DELETE", "/admin/agents/gone")
+    started = time.monotonic()
+    resp = _watch(gateway, token, "60")
+    assert resp.status_code == 401 and "revoked" in resp.json()["reason"]
+    assert time.monotonic() - started < 30  # not held for the 60 s wait
+    assert _watch(gateway, "not-a-token", "1").status_code == 401
+    no_auth = httpx.get(gateway.url + "/proxy/governance/watch", timeout=30)
+    assert no_auth.status_code == 401 and no_auth.json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize("wait", ["abc", "-1", "61", "nan", "inf", ""])
+def test_watch_bad_wait_is_a_400_naming_the_parameter(gateway: LiveGateway, wait: str) -> None:
+    _, token = gateway.create_agent("watched")
+    resp = _watch(gateway, token, wait)
+    assert resp.status_code == 400
+    body = resp.json()
+    assert body["error"] == "invalid_request" and body["status"] == 400 and "'wait'" in body["message"]
