@@ -86,6 +86,12 @@ class _Server(uvicorn.Server):
         if self.started and not self.should_exit:
             self._on_started()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        release = getattr(self, "release_held_requests", None)  # held watch requests answer now
+        if release is not None:
+            release()
+        await super().shutdown(sockets=sockets)
+
 
 async def _every(seconds: float, what: str, fn: Any) -> None:
     while True:
@@ -132,6 +138,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         timeout_keep_alive=75,
     )  # fmt: skip
     server = _Server(config, announce)
+    server.release_held_requests = gw.release_watchers  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
 
     def on_sighup() -> None:
