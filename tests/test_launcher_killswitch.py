@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from meshguard_autogpt import EXIT_REVOKED
+from meshguard_autogpt import EXIT_REVOKED, MeshGuardGateway
 from tests.autogpt_run import (AutoGPTRun, autogpt_available, install_plugin_source, is_running, plugin_source,
                                prepare_run, step)
 from tests.conftest import ROOT, LiveGateway
@@ -191,3 +191,20 @@ def test_revoke_ends_the_process_when_in_process_work_cannot_be_interrupted(leni
     assert proc.returncode == EXIT_REVOKED, out + err
     assert "did not stop, so the AutoGPT process was ended" in err
     assert not (run.workspace / "after.txt").exists()
+
+
+def test_gateway_gone_during_a_command_lets_the_command_finish(lenient: tuple[LiveGateway, str]) -> None:
+    """The documented choice: an allowed command is not ended because the gateway went away while it ran
+    (a gateway restart would otherwise kill every running command); the next check fails closed."""
+    gw, token = lenient
+    client = MeshGuardGateway(gw.url, token, timeout=2, verbose=False)
+
+    def long_command() -> str:
+        gw.stop()
+        time.sleep(2.5)  # the watcher meets a closed port meanwhile, more than once
+        return "finished"
+
+    assert client.execute("write:workspace", "a.txt", long_command) == "finished"
+    assert client.revoked is None
+    refused = client.execute("write:workspace", "b.txt", lambda: "ran")
+    assert isinstance(refused, dict) and refused["status"] == "blocked" and refused["decision"] == "error"
