@@ -7,6 +7,7 @@ The one bound the issue states: the heartbeats stop within 2 s of the revoke ret
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from meshguard_autogpt import EXIT_REVOKED, MeshGuardGateway
 from tests.autogpt_run import (AutoGPTRun, autogpt_available, install_plugin_source, is_running, plugin_source,
                                prepare_run, step)
 from tests.conftest import ROOT, LiveGateway
+from tests.test_generations import CLASSIC_COMPONENTS, GENS, LAUNCHER, _run_env
 from tests.reliability.figures import record
 
 pytestmark = [
@@ -102,8 +104,10 @@ def revoke_with_cli(gw: LiveGateway, cwd: Path) -> subprocess.CompletedProcess[s
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
-def revoke_while_beating(gw: LiveGateway, run: AutoGPTRun, heartbeat: Path, where: str) -> None:
-    proc = run.start()
+def revoke_while_beating(gw: LiveGateway, run: AutoGPTRun | Callable[[], subprocess.Popen[str]], heartbeat: Path,
+                         where: str) -> None:  # fmt: skip
+    cwd = run.dir if isinstance(run, AutoGPTRun) else heartbeat.parent
+    proc = run.start() if isinstance(run, AutoGPTRun) else run()
     try:
         deadline = time.monotonic() + 150
         while len(beats(heartbeat)[1]) < 10:
@@ -112,7 +116,7 @@ def revoke_while_beating(gw: LiveGateway, run: AutoGPTRun, heartbeat: Path, wher
                 pytest.fail(f"launcher exited with {proc.returncode} before the heartbeats began:\n{out}\n{err}")
             assert time.monotonic() < deadline, "the heartbeat command never started"
             time.sleep(0.05)
-        revoked = revoke_with_cli(gw, run.dir)
+        revoked = revoke_with_cli(gw, cwd)
         revoked_at = time.time()
         assert revoked.returncode == 0, revoked.stdout + revoked.stderr
         try:
@@ -208,3 +212,27 @@ def test_gateway_gone_during_a_command_lets_the_command_finish(lenient: tuple[Li
     assert client.revoked is None
     refused = client.execute("write:workspace", "b.txt", lambda: "ran")
     assert isinstance(refused, dict) and refused["status"] == "blocked" and refused["decision"] == "error"
+
+
+@pytest.mark.parametrize("standin", ["v0_5_0", "classic"])
+def test_revoke_ends_a_running_command_of_the_async_dispatchers(standin: str, lenient: tuple[LiveGateway, str],
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """v0.5.0 and classic run commands inside AutoGPT's event loop: the shell child is ended, the
+    revocation raised in the loop's thread stops the run (stand-ins mirroring their dispatchers)."""
+    gw, token = lenient
+    gen = next(g for g in GENS if g.standin == standin)
+    script, heartbeat = tmp_path / "hb.py", tmp_path / "beats.txt"
+    script.write_text(HEARTBEAT)
+    cmd_name, path_arg, text_arg = gen.write
+    (tmp_path / "script.json").write_text(json.dumps([
+        {"name": "execute_shell", "args": {"command_line": f"{sys.executable} {script} {heartbeat}"}},
+        {"name": cmd_name, "args": {path_arg: "after.txt", text_arg: "never"}},
+    ]))  # fmt: skip
+    (tmp_path / "component_config.json").write_text(json.dumps(CLASSIC_COMPONENTS))
+    env = _run_env(gen, tmp_path, token, gw.url)
+    cmd = [sys.executable, str(LAUNCHER), "--continuous", "--continuous-limit", "20", "--skip-news", *gen.args]
+
+    revoke_while_beating(gw, lambda: subprocess.Popen(cmd, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                         heartbeat, f"child process ({standin} stand-in, async dispatcher)")  # fmt: skip
+    assert not (tmp_path / gen.workspace / "after.txt").exists()
