@@ -2339,6 +2339,10 @@ def _run(autogpt_args: list[str]) -> int:
             if not _env("MESHGUARD_STATE_DIR") and Path(".meshguard", "admin_token").exists():
                 _say(f"note: ./.meshguard (the old default state folder) is no longer used; the embedded gateway "
                      f"keeps its state in {state_dir} (set MESHGUARD_STATE_DIR=.meshguard to keep using the old one)")  # fmt: skip
+            if os.path.commonpath([os.path.realpath(os.getcwd()), os.path.realpath(state_dir)]) == os.path.realpath(os.getcwd()):
+                _say(f"warning: the state folder {state_dir} is inside AutoGPT's working directory, where its workspace "
+                     "lives too; file commands are refused there, but keep the secrets apart: set MESHGUARD_STATE_DIR "
+                     "(or XDG_STATE_HOME) to a folder outside it")  # fmt: skip
             embedded = start_embedded_gateway(state_dir)
             _protect_state(state_dir)
             url = embedded.url
