@@ -14,7 +14,8 @@ and has its outcome recorded (``POST /proxy/governance/record``). Everything tha
 ``--meshguard-...`` option goes to AutoGPT unchanged.
 
 With no gateway configured (neither MESHGUARD_URL nor a token), the launcher starts a local gateway
-in a separate process (the embedded default), keeps its state in ``./.meshguard/``, uses
+in a separate process (the embedded default), keeps its state outside AutoGPT's reach in
+``$XDG_STATE_HOME/meshguard/<project>/`` (else ``~/.local/state/meshguard/<project>/``), uses
 ``./policies/`` (or a built-in copy of the seed's AutoGPT policy), and creates or reuses the agent
 ``autogpt-agent``. The gateway stays up after AutoGPT exits, so ``meshguard audit trace <id>``
 answers from another terminal.
@@ -38,7 +39,7 @@ Environment variables:
     MESHGUARD_APPROVAL_TIMEOUT   seconds to wait for a human approval (default 300)
     MESHGUARD_ACTION_MAP         JSON (or YAML, if PyYAML is importable) file adding or overriding
                                  command -> action entries (format in docs/getting-started.md)
-    MESHGUARD_STATE_DIR          state folder of the embedded gateway (default ./.meshguard)
+    MESHGUARD_STATE_DIR          state folder of the embedded gateway (default: see default_state_dir)
     MESHGUARD_BLOCK_MAP          Platform: JSON file adding or overriding block name/id -> action entries
     MESHGUARD_WATCH_WAIT         Platform: seconds each revocation watch request is held (default 30)
     MESHGUARD_PLATFORM           set to 1 by `platform ...` for its child processes (do not set it yourself)
@@ -54,12 +55,14 @@ Launcher options (each also reads the variable above): --meshguard-url, --meshgu
 
 Exit status: AutoGPT's own (0 normally); 1 the launcher could not start governed (no dispatcher
 found, gateway unreachable, bad action map); 2 bad launcher arguments; 3 the gateway rejected the
-agent's token (revoked, expired, unknown): AutoGPT was stopped before its next command.
+agent's token (revoked, expired, unknown): AutoGPT was stopped before its next command, or, when the
+revocation came while a command ran, that command and the processes the agent started were ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -70,6 +73,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -77,7 +81,7 @@ import threading
 import time
 import types
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,6 +120,7 @@ __all__ = [
     "GENERATIONS",
     # embedded gateway
     "start_embedded_gateway",
+    "default_state_dir",
     "embedded_agent_token",
     "EmbeddedGateway",
     "SEED_POLICY",
@@ -698,7 +703,8 @@ class MeshGuardGateway:
                        decision: Mapping[str, Any]) -> Any:  # fmt: skip
         started = time.monotonic()
         try:
-            result = executor()
+            with _watching(self, action):  # a revocation while it runs ends it
+                result = executor()
         except BaseException as exc:
             self.record(action, resource, "error", f"{type(exc).__name__}: {exc}",
                         duration_ms=(time.monotonic() - started) * 1000, decision_id=decision.get("decision_id"))  # fmt: skip
@@ -772,6 +778,262 @@ def refusal_text(command: str, decision: Mapping[str, Any]) -> str:
         f"MeshGuard refused command '{command}' (action {decision['action']}{resource}): "
         f"{decision['reason']}." + (f" ({'; '.join(details)})" if details else "") + f" {advice}"
     )
+
+
+###############################################################################
+# Kill switch: revocation ends work already running #########################
+###############################################################################
+
+_WATCH_WAIT = 25.0  # seconds one GET /proxy/governance/watch is held by the gateway
+_WATCH_RETRY = 1.0  # seconds between attempts while the gateway cannot be reached
+_KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL for the command's processes
+_STOP_GRACE = 1.0  # seconds an interrupted in-process command gets before the process is ended
+
+
+def _process_table() -> dict[int, int]:
+    """pid -> parent pid of every process we can see (/proc on Linux, `ps` elsewhere)."""
+    table: dict[int, int] = {}
+    if os.path.isdir("/proc"):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+                table[int(entry)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        return table
+    try:
+        out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return table
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            table[int(parts[0])] = int(parts[1])
+    return table
+
+
+def _descendants(exempt: frozenset[int] = frozenset()) -> set[int]:
+    """Every descendant of this process, leaving out the subtrees rooted at `exempt` pids."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in _process_table().items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in exempt and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _signal_processes(pids: set[int], groups: set[int], sig: int) -> None:
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+        except (OSError, AttributeError):
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _end_processes(exempt: frozenset[int]) -> int:
+    """SIGTERM, then SIGKILL after _KILL_GRACE, every process this one started since `exempt` was taken
+    (and their process groups when they made their own: `setsid`, shells). Returns how many there were."""
+    own_group = os.getpgrp() if hasattr(os, "getpgrp") else None
+    spared_groups: set[int] = set()
+    for pid in exempt:  # the embedded gateway runs in its own session: never signal its group
+        try:
+            spared_groups.add(os.getpgid(pid))
+        except (OSError, AttributeError):
+            pass
+    ended: set[int] = set()
+    deadline = time.monotonic() + _KILL_GRACE
+    sig = signal.SIGTERM
+    while True:
+        pids = _descendants(exempt)
+        if not pids:
+            break
+        groups: set[int] = set()
+        for pid in pids:
+            try:
+                group = os.getpgid(pid)
+            except (OSError, AttributeError):
+                continue
+            if group not in (own_group, *spared_groups):
+                groups.add(group)
+        _signal_processes(pids, groups, sig)
+        ended |= pids
+        if sig == signal.SIGKILL or time.monotonic() >= deadline:
+            if sig == signal.SIGKILL:
+                break
+            sig = signal.SIGKILL
+            continue
+        time.sleep(0.05)
+        live = {pid for pid in _descendants(exempt) if not _is_zombie(pid)}
+        if not live:
+            break
+    return len(ended)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise `exc_type` in another thread at its next Python instruction (CPython only)."""
+    try:
+        import ctypes
+
+        done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    except (ImportError, AttributeError):
+        return False
+    return bool(done == 1)
+
+
+class _RevocationWatcher:
+    """While governed commands run, hold GET /proxy/governance/watch open with the agent's token.
+
+    On 401 (revoked, expired): mark the gateway client revoked, end every process the agent started
+    (the processes this one started since its first command, with their process groups; never the
+    embedded gateway, which was already running), raise AgentRevokedError in each thread that is
+    running a command, and end the whole process with EXIT_REVOKED when the command has not unwound
+    within _STOP_GRACE (Python code running in-process cannot be stopped safely any other way).
+
+    Gateway unreachable while a command runs: the command goes on (it was allowed; killing it at every
+    gateway restart would be worse); the watcher says so once and tries again every second, so a
+    revocation made meanwhile ends the command as soon as the gateway answers. The next command is
+    refused anyway (fail closed). A gateway without the watch endpoint (404): not watched, said once.
+    """
+
+    def __init__(self, gw: MeshGuardGateway) -> None:
+        self.gw = gw
+        self.active: dict[int, tuple[int, str]] = {}  # run id -> (thread id, label)
+        self.changed = threading.Condition()
+        self.exempt: frozenset[int] | None = None
+        self.thread: threading.Thread | None = None
+        self.unsupported = False
+        self._ids = iter(range(1, 1 << 62))
+
+    def begin(self, label: str) -> int:
+        if self.exempt is None:  # what ran before the first command is not the agent's doing
+            self.exempt = frozenset(_descendants())
+        with self.changed:
+            run = next(self._ids)
+            self.active[run] = (threading.get_ident(), label)
+            if self.thread is None and not self.unsupported:
+                self.thread = threading.Thread(target=self._watch, name="meshguard-watch", daemon=True)
+                self.thread.start()
+            self.changed.notify_all()
+        return run
+
+    def end(self, run: int) -> None:
+        with self.changed:
+            self.active.pop(run, None)
+            self.changed.notify_all()
+
+    def _watch(self) -> None:
+        session = _session(self.gw.url)
+        session.headers.update({k: v for k, v in self.gw.session.headers.items()
+                                if k in ("Authorization", "User-Agent", "X-Trace-ID")})  # fmt: skip
+        unreachable_said = False
+        while True:
+            with self.changed:
+                while not self.active:
+                    self.changed.wait()
+            try:
+                resp = session.get(f"{self.gw.url}/proxy/governance/watch", params={"wait": f"{_WATCH_WAIT:g}"},
+                                   timeout=(self.gw.timeout, _WATCH_WAIT + self.gw.timeout))  # fmt: skip
+            except requests.RequestException as exc:
+                if self.active and not unreachable_said:
+                    unreachable_said = True
+                    self.gw._print(f"cannot reach {self.gw.url} to watch for revocation ({type(exc).__name__}); "
+                                   "the running command goes on, the next one is refused until the gateway answers")  # fmt: skip
+                time.sleep(_WATCH_RETRY)
+                continue
+            unreachable_said = False
+            if resp.status_code == 401:
+                try:
+                    body = resp.json()
+                except ValueError:
+                    body = {}
+                reason = _first(body, "reason", "message") if isinstance(body, dict) else None
+                self._revoked(str(reason or "token rejected while a command was running"))
+                return
+            if resp.status_code in (404, 405):
+                self.unsupported = True
+                self.gw._print(f"{self.gw.url} has no /proxy/governance/watch: a revocation will stop the agent "
+                               "before its next command, but cannot end a command already running")  # fmt: skip
+                self.thread = None
+                return
+            if resp.status_code != 200:
+                time.sleep(_WATCH_RETRY)
+
+    def _revoked(self, reason: str) -> None:
+        gw = self.gw
+        if gw.revoked is None:
+            gw.revoked = reason
+        with self.changed:
+            running = list(self.active.values())
+        labels = ", ".join(label for _, label in running) or "no command"
+        _say(f"REVOKED ({reason}) while {labels} was running: ending the agent's processes")
+        ended = _end_processes(self.exempt or frozenset())
+        if ended:
+            _say(f"ended {ended} process(es) the agent had started")
+        if not running:
+            return
+        why = f"{reason}; '{running[0][1]}' was running and was ended"
+        stop = type("AgentRevokedError", (AgentRevokedError,), {
+            "__init__": lambda self_: AgentRevokedError.__init__(self_, why)})  # fmt: skip
+        for thread_id, _ in running:
+            _raise_in_thread(thread_id, stop)
+        deadline = time.monotonic() + _STOP_GRACE
+        with self.changed:
+            while self.active and time.monotonic() < deadline:
+                self.changed.wait(max(deadline - time.monotonic(), 0.01))
+            if not self.active:
+                return
+        print(f"{_PREFIX} STOPPED: {AgentRevokedError(why)} '{running[0][1]}' was running inside AutoGPT and "
+              f"did not stop, so the AutoGPT process was ended (exit status {EXIT_REVOKED}).",
+              file=sys.stderr, flush=True)  # fmt: skip
+        sys.stdout.flush()
+        os._exit(EXIT_REVOKED)
+
+
+_watchers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _watching(gw: MeshGuardGateway, label: str) -> Iterator[None]:
+    """Around one allowed command: a revocation while it runs ends it (see _RevocationWatcher)."""
+    watcher = gw.__dict__.get("_watcher")
+    if watcher is None:
+        with _watchers_lock:
+            watcher = gw.__dict__.setdefault("_watcher", _RevocationWatcher(gw))
+    run = watcher.begin(label)
+    try:
+        yield
+    finally:
+        watcher.end(run)
+
+
+def _end_agent_processes(gw: MeshGuardGateway) -> int:
+    """After a revocation stopped the run: end what the agent started that still runs (e.g. a
+    background process from execute_shell_popen). Nothing when no command ever ran."""
+    watcher = gw.__dict__.get("_watcher")
+    if watcher is None or watcher.exempt is None:
+        return 0
+    return _end_processes(watcher.exempt)
 
 
 _gateway_lock = threading.Lock()
@@ -859,10 +1121,11 @@ def governed(action: str, resource_key: str | None = None, *, context: Mapping[s
 #        workspace following `..` and symlinks; "{place}" in the action becomes `workspace` (resource:
 #        the path relative to it) or `system` (resource: the real absolute path).
 #   SPEC "a|b" (or "arg:a|b"): the first present argument, verbatim.  No SPEC: no resource.
-#   context "sandbox": true | false | "auto" | "host". Will this code run inside a container?
-#        "auto": AutoGPT's Python commands, which every known generation runs in Docker (or in the
-#        container AutoGPT itself runs in); "host": a plain subprocess, so only if AutoGPT itself runs
-#        in a container (/.dockerenv, AutoGPT's own test). Unknown generation: false.
+#   context "sandbox": true | false | "auto" | "host". Will this code run in a container of its own?
+#        "auto": AutoGPT's Python commands: every known generation starts a fresh Docker container for
+#        them unless it believes it already runs in one (/.dockerenv, its own test), when it runs them
+#        as a plain subprocess next to AutoGPT: true only in the first case. "host": a plain subprocess
+#        (the shell): false, also inside AutoGPT's own container. Unknown generation: false.
 # Unmapped commands become execute:<command>. Lifecycle commands are recorded, never refused.
 _FILE = "path:filename|file_path|file|path"
 _BUILTIN_ACTION_MAP: dict[str, dict[str, Any]] = {
@@ -925,6 +1188,14 @@ _PLUGIN_ENTRIES = frozenset({"send_email", "send_email_with_attachment", "send_t
 
 _SYNONYMS = {"write_file": "write_to_file", "create_file": "write_to_file", "search": "google"}  # PyPI 0.2.2 app.py
 
+# v0.5.0, ~v0.5.1 and classic: open_file creates the file it is asked to open when it does not exist.
+_CREATES_WHEN_MISSING = frozenset({"open_file"})
+
+# Commands that open a relative path against AutoGPT's working directory instead of its workspace, per
+# generation (read in each release's source; the whole table is in docs/autogpt-releases.md). ~v0.5.1 and
+# classic pass clone_path straight to git (Repo.clone_from(to_path=clone_path)).
+_CWD_RELATIVE: dict[str, frozenset[str]] = {"0.5.1+": frozenset({"clone_repository"})}
+
 
 @dataclass(frozen=True)
 class MappedCommand:
@@ -935,6 +1206,7 @@ class MappedCommand:
     resource: str | None
     context: dict[str, Any] = field(default_factory=dict)
     lifecycle: bool = False
+    path: str | None = None  # the real absolute path of its file argument (where the command will open it)
 
 
 def _validate_entry(source: str, name: str, entry: Any) -> dict[str, Any]:
@@ -1033,6 +1305,18 @@ def _pick(arguments: Mapping[str, Any], names: str) -> tuple[bool, Any]:
     return False, None
 
 
+def _pick_one(arguments: Mapping[str, Any], names: str) -> tuple[bool, Any]:
+    """_pick, refusing a call that gives two of the alternative names different values: releases read
+    different names (the v0.2.2 tag reads `file`, later ones `filename`), so the one checked could
+    be another than the one the command uses."""
+    given = {n.strip(): arguments[n.strip()] for n in names.split("|")
+             if n.strip() in arguments and arguments[n.strip()] is not None}  # fmt: skip
+    if len({json.dumps(v, sort_keys=True, default=str) for v in given.values()}) > 1:
+        raise ValueError(f"arguments {', '.join(repr(n) for n in given)} name the same thing with different values; "
+                         "give only one")  # fmt: skip
+    return _pick(arguments, names)
+
+
 def map_command(
     command: str,
     arguments: Mapping[str, Any] | None,
@@ -1065,16 +1349,20 @@ def map_command(
     action = str(entry["action"])
     spec = entry.get("resource")
     resource: str | None = None
+    real_path: str | None = None
     if spec:
         if spec.startswith("path:"):
-            found, value = _pick(arguments, spec[5:])
+            found, value = _pick_one(arguments, spec[5:])
             if found:
                 place, resource = _canonical_path(value, workspace, relative_to)
+                real_path = resource if place == "system" else os.path.join(os.path.realpath(os.fspath(workspace)), resource)
+                if name.lower() in _CREATES_WHEN_MISSING and action.startswith("read:") and not os.path.lexists(real_path):
+                    action = "write:" + action[len("read:"):]  # opening a missing file creates it
             else:
                 place = "system"  # no path given: nothing proves it is inside the workspace
             action = action.replace("{place}", place)
         else:
-            found, value = _pick(arguments, spec[4:] if spec.startswith("arg:") else spec)
+            found, value = _pick_one(arguments, spec[4:] if spec.startswith("arg:") else spec)
             if found:
                 resource = value if isinstance(value, str) else json.dumps(value, default=str)
     context: dict[str, Any] = {}
@@ -1082,10 +1370,10 @@ def map_command(
         if key == "sandbox" and value == "auto":
             value = python_sandbox
         elif key == "sandbox" and value == "host":
-            value = os.path.exists("/.dockerenv")
+            value = False  # a plain subprocess of AutoGPT: isolated from nothing AutoGPT can reach
         context[key] = value
     context.setdefault("sandbox", False)
-    return MappedCommand(name, action, resource, context)
+    return MappedCommand(name, action, resource, context, path=real_path)
 
 
 ###############################################################################
@@ -1125,6 +1413,7 @@ class _Governor:
     # relative at the dispatcher failed that, and the command opens it relative to the process cwd.
     relative_to_cwd: bool = False
     if_chain: frozenset[str] = frozenset()  # lifecycle names the dispatcher handles itself (_if_chain_names)
+    positional_plugins: bool = False  # PyPI 0.2.2: plugin commands get function(*arguments.values())
 
 
 _patches: list[tuple[Any, str, Any]] = []
@@ -1216,9 +1505,11 @@ def _find_operation_not_allowed() -> type[BaseException]:
 
 
 def _python_sandbox(generation: str) -> bool:
-    """Every known generation runs Python code in a container: a fresh Docker one, or the container
-    AutoGPT itself runs in (execute_code.py: we_are_running_in_a_docker_container)."""
-    return generation in GENERATIONS
+    """Will this AutoGPT start a container for the Python it runs? Every known generation does, unless
+    it believes it already runs in one (execute_code.py / code_executor.py:
+    ``we_are_running_in_a_docker_container() = os.path.exists("/.dockerenv")``): then the code runs as a
+    subprocess inside AutoGPT's own container, next to the launcher and its secrets: not a sandbox."""
+    return generation in GENERATIONS and not os.path.exists("/.dockerenv")
 
 
 def _workspace_of(bound: Mapping[str, Any]) -> str | None:
@@ -1379,10 +1670,12 @@ def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapp
             # a plugin command named like a built-in (read_file, google...) is not that built-in: only
             # the user's own map entries (MESHGUARD_ACTION_MAP) speak for plugin commands
             action_map = {k: v for k, v in action_map.items() if k != resolved.name}
+        cwd_relative = gov.relative_to_cwd or (resolved.own and resolved.name in _CWD_RELATIVE.get(gov.generation, ()))
         mapped = map_command(resolved.name, arguments, workspace=_workspace_of(bound), action_map=action_map,
                              python_sandbox=_python_sandbox(gov.generation),
-                             relative_to=os.getcwd() if gov.relative_to_cwd else None,
+                             relative_to=os.getcwd() if cwd_relative else None,
                              builtin_lifecycle=resolved.builtin_lifecycle)  # fmt: skip
+        problem = None if mapped.lifecycle else _bypass_problem(gov, name, resolved, arguments, bound, mapped)
     except Exception as exc:  # a bug here must refuse the command, not crash AutoGPT's loop
         return None, {"allowed": False, "decision": "error", "action": f"execute:{name}", "resource": None,
                       "reason": f"MeshGuard could not map this command ({type(exc).__name__}: {exc}); refused (fail closed)"}  # fmt: skip
@@ -1391,9 +1684,89 @@ def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapp
             raise AgentRevokedError(gov.gateway.revoked, name)
         gov.gateway._print(f"{name}: lifecycle command, recorded")
         return mapped, None
+    if problem is not None:
+        return mapped, _refuse_locally(gov, name, mapped, problem)
     decision = gov.gateway.decide(mapped.action, mapped.resource, mapped.context, label=name)
     gov.gateway.report(decision, label=name)
     return mapped, decision
+
+
+###############################################################################
+# Refusals that no policy can override #######################################
+###############################################################################
+
+_protected: list[tuple[str, str]] = []  # (real path, what it is): file commands never touch these
+
+
+def _protect_state(state_dir: Path) -> None:
+    """The embedded gateway's state folder (admin token, JWT secret, database) and the policies folder
+    it loads: the agent's file commands are refused there whatever the policy says."""
+    _protected[:] = [(os.path.realpath(state_dir), "the embedded gateway's state folder (its admin token, "
+                      "signing secret and database)")]  # fmt: skip
+    policies = _gateway_policies(state_dir)
+    if policies is not None:
+        _protected.append((os.path.realpath(policies), "the policies folder the embedded gateway loads"))
+
+
+def _calls_plugins_positionally(dispatcher: Any) -> bool:
+    """PyPI agpt 0.2.2 runs a plugin command as ``command["function"](*arguments.values())``; every
+    other release passes keywords. Read from the dispatcher's compiled names, like _if_chain_names."""
+    code = getattr(inspect.unwrap(dispatcher), "__code__", None)
+    return "values" in (getattr(code, "co_names", ()) or ())
+
+
+def _positional_problem(name: str, resolved: ResolvedCommand, arguments: Mapping[str, Any],
+                        bound: Mapping[str, Any]) -> str | None:  # fmt: skip
+    """Why a positional plugin call would not receive the arguments under the names that were checked:
+    the values land on the function's parameters in the order the model wrote the keys. Only keys in the
+    order the plugin declared them (or a prefix of it) are safe."""
+    declared: list[str] | None = None
+    prompt = bound.get("prompt")
+    for cmd in getattr(prompt, "commands", None) or ():
+        if isinstance(cmd, Mapping) and str(cmd.get("name", "")) == resolved.name:
+            args = cmd.get("args")
+            declared = [str(k) for k in args] if isinstance(args, Mapping) else None
+            break
+    keys = [str(k) for k in arguments]
+    if declared is not None and keys == declared[: len(keys)]:
+        return None
+    return (f"plugin command '{name}' gets its arguments by position in this AutoGPT (PyPI agpt 0.2.2), and the "
+            f"arguments {keys} are not in its declared order {declared if declared is not None else '(unknown)'}: "
+            "the checked resource would not be the one it receives. Give the arguments in the declared order")  # fmt: skip
+
+
+def _protected_problem(path: str | None) -> str | None:
+    if not path or not _protected:
+        return None
+    try:
+        real = os.path.realpath(path)
+    except (ValueError, OSError):
+        return None
+    for root, what in _protected:
+        try:
+            inside = os.path.commonpath([root, real]) == root
+        except ValueError:
+            inside = False
+        if inside:
+            return f"{real} is inside {what}, which the agent may never touch (whatever the policy says)"
+    return None
+
+
+def _bypass_problem(gov: _Governor, name: str, resolved: ResolvedCommand, arguments: Mapping[str, Any],
+                    bound: Mapping[str, Any], mapped: MappedCommand) -> str | None:  # fmt: skip
+    if resolved.source == "plugin" and gov.positional_plugins and arguments:
+        problem = _positional_problem(name, resolved, arguments, bound)
+        if problem is not None:
+            return problem
+    return _protected_problem(mapped.path)
+
+
+def _refuse_locally(gov: _Governor, name: str, mapped: MappedCommand, reason: str) -> dict[str, Any]:
+    """A refusal decided by the launcher itself; recorded in the audit trail as blocked."""
+    decision = gov.gateway._refusal(mapped.action, mapped.resource, "deny", reason)
+    gov.gateway.report(decision, label=name)
+    gov.gateway.record(mapped.action, mapped.resource, "blocked", f"refused by the launcher: {reason}")
+    return decision
 
 
 def _ends_the_run(exc: BaseException) -> bool:
@@ -1462,7 +1835,8 @@ def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callabl
         if mapped is None or not decision["allowed"]:
             return gov.refuse(refusal_text(name, decision))
         try:
-            result = await original(*args, **kwargs)
+            with _watching(gov.gateway, name):  # a revocation while it runs ends it
+                result = await original(*args, **kwargs)
         except BaseException as exc:
             await asyncio.to_thread(gov.gateway.record, mapped.action, mapped.resource, "error",
                                     f"{type(exc).__name__}: {exc}", duration_ms=(time.monotonic() - started) * 1000,
@@ -1512,7 +1886,8 @@ def patch_autogpt(
     agent_cls = getattr(sys.modules.get("autogpt.agent.agent"), "Agent", None)
     governor = _Governor(gw, amap, generation, refuse,
                          relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"),
-                         if_chain=_if_chain_names(original))  # fmt: skip
+                         if_chain=_if_chain_names(original),
+                         positional_plugins=_calls_plugins_positionally(original))  # fmt: skip
     is_async = inspect.iscoroutinefunction(original)
     if generation in ("0.5.0", "0.5.1+") and not is_async:
         raise PatchError(f"cannot govern AutoGPT ({version}): {attr} was expected to be async in {GENERATIONS[generation]}")
@@ -1577,7 +1952,8 @@ class CommandChecker:
         self.gateway = gateway
         self._governor = _Governor(gateway, action_map if action_map is not None else load_action_map(), generation,
                                    lambda text: text, relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"),
-                                   if_chain=_if_chain_names(dispatcher))  # fmt: skip
+                                   if_chain=_if_chain_names(dispatcher),
+                                   positional_plugins=_calls_plugins_positionally(dispatcher))  # fmt: skip
 
     def check(self, command_name: str, arguments: Mapping[str, Any],
               dispatcher_arguments: Mapping[str, Any]) -> tuple[MappedCommand | None, dict[str, Any] | None]:  # fmt: skip
@@ -1824,9 +2200,57 @@ def _running_gateway(state_dir: Path) -> tuple[str, int | None] | None:
     return (url, data.get("pid")) if _healthy(url) else None
 
 
+def default_state_dir(cwd: str | os.PathLike[str] | None = None) -> Path:
+    """Where the embedded gateway keeps its secrets by default: OUTSIDE AutoGPT's working directory
+    and workspace, so that neither its file commands nor Python it runs in a container see them.
+
+    ``$XDG_STATE_HOME/meshguard/<project>`` (else ``~/.local/state/meshguard/<project>``), where
+    <project> is the working directory's name plus a hash of its real path: one gateway per project,
+    as ``./.meshguard`` was. MESHGUARD_STATE_DIR overrides it.
+    """
+    import hashlib
+
+    here = os.path.realpath(os.fspath(cwd) if cwd is not None else os.getcwd())
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec: a relative value is ignored
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(here) or "root")[:40]
+    return Path(base) / "meshguard" / f"{name}-{hashlib.sha256(here.encode()).hexdigest()[:12]}"
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) owner-only, and make an existing one owner-only too."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def _gateway_policies(state_dir: Path) -> Path | None:
+    """The policies folder the gateway of `state_dir` loads (from its gateway.json)."""
+    try:
+        value = json.loads((state_dir / "gateway.json").read_text(encoding="utf-8")).get("policies_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(value) if isinstance(value, str) and value else None
+
+
 def start_embedded_gateway(state_dir: Path, timeout: float = 30.0) -> EmbeddedGateway:
-    """Reuse the healthy gateway of `state_dir`, or start one detached that outlives AutoGPT."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Reuse the healthy gateway of `state_dir`, or start one detached that outlives AutoGPT.
+
+    Everything in `state_dir` is owner-only (folders 0700, files 0600: the gateway runs with umask 077).
+    """
+    _private_dir(state_dir)
     running = _running_gateway(state_dir)
     if running:
         return EmbeddedGateway(running[0], running[1], state_dir, started=False)
@@ -1834,8 +2258,8 @@ def start_embedded_gateway(state_dir: Path, timeout: float = 30.0) -> EmbeddedGa
     if not policies.is_dir():
         policies = state_dir / "policies"
         if not policies.is_dir():
-            policies.mkdir(mode=0o700)
-            (policies / "autogpt.yaml").write_text(SEED_POLICY, encoding="utf-8")
+            _private_dir(policies)
+            _write_private(policies / "autogpt.yaml", SEED_POLICY)
     info = state_dir / "gateway.json"
     if info.exists():
         info.unlink()  # a dead gateway's file must not be mistaken for the new one
@@ -1843,10 +2267,10 @@ def start_embedded_gateway(state_dir: Path, timeout: float = 30.0) -> EmbeddedGa
            "--state-dir", str(state_dir), "--policies", str(policies)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")}
     log_path = state_dir / "gateway.log"
-    with open(log_path, "ab") as log:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True)  # fmt: skip
+                                    env=env, start_new_session=True, umask=0o077)  # fmt: skip
         except OSError as exc:
             raise ConfigError(f"could not start the gateway ({shlex.join(cmd)}): {exc}") from None
     deadline = time.monotonic() + timeout
@@ -1977,8 +2401,16 @@ def _run(autogpt_args: list[str]) -> int:
             raise ConfigError(f"MESHGUARD_URL is {url} but no agent token is set: set MESHGUARD_TOKEN "
                               "(meshguard agent token NAME), or unset MESHGUARD_URL to use the embedded gateway")  # fmt: skip
         if not token:
-            state_dir = Path(_env("MESHGUARD_STATE_DIR", default=".meshguard") or ".meshguard").resolve()
+            state_dir = Path(_env("MESHGUARD_STATE_DIR") or default_state_dir()).resolve()
+            if not _env("MESHGUARD_STATE_DIR") and Path(".meshguard", "admin_token").exists():
+                _say(f"note: ./.meshguard (the old default state folder) is no longer used; the embedded gateway "
+                     f"keeps its state in {state_dir} (set MESHGUARD_STATE_DIR=.meshguard to keep using the old one)")  # fmt: skip
+            if os.path.commonpath([os.path.realpath(os.getcwd()), os.path.realpath(state_dir)]) == os.path.realpath(os.getcwd()):
+                _say(f"warning: the state folder {state_dir} is inside AutoGPT's working directory, where its workspace "
+                     "lives too; file commands are refused there, but keep the secrets apart: set MESHGUARD_STATE_DIR "
+                     "(or XDG_STATE_HOME) to a folder outside it")  # fmt: skip
             embedded = start_embedded_gateway(state_dir)
+            _protect_state(state_dir)
             url = embedded.url
             token = embedded_agent_token(url, state_dir, _env("MESHGUARD_AGENT_NAME", default=DEFAULT_AGENT_NAME) or DEFAULT_AGENT_NAME)
             how = "started" if embedded.started else "reusing"
@@ -2014,6 +2446,7 @@ def _run(autogpt_args: list[str]) -> int:
     except AgentRevokedError as exc:
         print(f"{_PREFIX} STOPPED: {exc}", file=sys.stderr, flush=True)
         status = EXIT_REVOKED
+        _end_agent_processes(gw)  # what it started in the background (execute_shell_popen) ends too
     except SystemExit as exc:  # AutoGPT's own exit()/quit() (task_complete, goals_accomplished)
         code = exc.code
         status = code if isinstance(code, int) else (0 if code is None else EXIT_ERROR)

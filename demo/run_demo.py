@@ -5,8 +5,9 @@ no network), runs through `meshguard_autogpt.py` and the embedded gateway it sta
 process, the operator, uses the real `meshguard` CLI to approve a sensitive step and, at the end,
 to revoke the agent mid-run. Everything lands in the audit trail, which the demo prints.
 
-Run it with `scripts/demo.sh` (which installs everything first). State lives in `.meshguard-demo/`
-and is started afresh on every run.
+Run it with `scripts/demo.sh` (which installs everything first). Everything lives in `.meshguard-demo/`
+and is started afresh on every run: the agent runs in `run/`, and the embedded gateway keeps its
+secrets in `state/`, outside the agent's directory (MESHGUARD_STATE_DIR, for agent and operator alike).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".meshguard-demo"
 RUN = DEMO / "run"
+STATE = DEMO / "state"  # the embedded gateway's state folder: outside the agent's working directory
 AUTOGPT_PYTHON = ROOT / ".venv-autogpt" / "bin" / "python"
 MESHGUARD = [sys.executable, "-m", "meshguard_gateway"]
 TRACE_ID = "demo-research-agent"
@@ -82,7 +84,7 @@ def operator(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
     """Run the real `meshguard` CLI as the operator would, in the agent's directory."""
     print(f"  operator | $ meshguard {' '.join(args)}", flush=True)
     proc = subprocess.run([*MESHGUARD, *args], cwd=RUN, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+                          env={**os.environ, "NO_COLOR": "1", "MESHGUARD_STATE_DIR": str(STATE)})  # fmt: skip
     for line in (proc.stdout + proc.stderr).rstrip().splitlines():
         print(f"  operator | {line}", flush=True)
     if check and proc.returncode != 0:
@@ -92,9 +94,9 @@ def operator(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 def stop_previous_gateway() -> None:
     """A gateway left running by the previous demo holds the old state folder: stop it first."""
-    state = RUN / ".meshguard"
-    if state.exists():
-        subprocess.run([*MESHGUARD, "gateway", "stop", "--state-dir", str(state)], capture_output=True, timeout=60)
+    for state in (STATE, RUN / ".meshguard"):  # RUN/.meshguard: where demos before the move kept it
+        if state.exists():
+            subprocess.run([*MESHGUARD, "gateway", "stop", "--state-dir", str(state)], capture_output=True, timeout=60)
 
 
 def prepare() -> None:
@@ -114,6 +116,7 @@ def run_agent(story: Story) -> int:
         # The default waits out Retry-After (up to a minute here); the demo refuses at once instead.
         "MESHGUARD_ON_RATE_LIMIT": "deny",
         "MESHGUARD_APPROVAL_TIMEOUT": "60",
+        "MESHGUARD_STATE_DIR": str(STATE),
         "PYTHONUNBUFFERED": "1",
     }
     for name in ("MESHGUARD_URL", "MESHGUARD_TOKEN", "MESHGUARD_GATEWAY_URL", "MESHGUARD_AGENT_TOKEN"):
@@ -153,7 +156,7 @@ def run_agent(story: Story) -> int:
 def audit_trail() -> list[dict[str, object]]:
     """The run's audit entries, read back through the CLI as any operator would."""
     proc = subprocess.run([*MESHGUARD, "audit", "trace", TRACE_ID, "--json"], cwd=RUN, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+                          text=True, timeout=60, env={**os.environ, "MESHGUARD_STATE_DIR": str(STATE)})  # fmt: skip
     try:
         return [e for e in json.loads(proc.stdout)["entries"] if e.get("kind", "check") == "check"]
     except (ValueError, KeyError, TypeError):
@@ -213,6 +216,7 @@ def main() -> int:
         print(f"  [{'ok' if ok else 'FAILED'}] {what}")
     banner("Explore further" + ("" if args.stop_gateway else " (the embedded gateway is still running)"))
     print(f"  cd {RUN.relative_to(ROOT)}")
+    print("  export MESHGUARD_STATE_DIR=../state   # where the demo's embedded gateway keeps its state")
     print("  ../../.venv/bin/meshguard audit tail -n 20")
     print("  ../../.venv/bin/meshguard agent list")
     print("  ../../.venv/bin/meshguard policy test autogpt-agent execute:shell")

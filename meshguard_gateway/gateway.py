@@ -329,6 +329,12 @@ class Gateway:
         if event is not None:
             event.set()
 
+    def release_watchers(self) -> None:
+        """Shutting down: every held watch answers now (200 for an agent still active), so that
+        uvicorn's graceful shutdown does not wait for them."""
+        for agent_id in list(self._revocations):
+            self._notify_revoked(agent_id)
+
     async def watch_agent(self, token: str | None, wait: float) -> AgentRecord:
         """Held until the token's agent is revoked (InvalidTokenError, at once if it already is) or
         `wait` seconds pass (returns the agent, still active). Woken by revoke_agent, no polling: a

@@ -87,10 +87,13 @@ class _Server(uvicorn.Server):
             self._on_started()
 
     stop_live_streams: Any = None  # the console's open live feeds (console.py) end when we stop
+    release_held_requests: Any = None  # held watch requests (gateway.py) answer now
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.stop_live_streams is not None:
             self.stop_live_streams()
+        if self.release_held_requests is not None:
+            self.release_held_requests()
         await super().shutdown(sockets=sockets)
 
 
@@ -140,6 +143,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
     )  # fmt: skip
     server = _Server(config, announce)
     server.stop_live_streams = getattr(app.state, "stop_live_streams", None)
+    server.release_held_requests = gw.release_watchers
     loop = asyncio.get_running_loop()
 
     def on_sighup() -> None:

@@ -177,25 +177,67 @@ def stop_pid(pid: int) -> None:
         pass
 
 
-# An AutoGPT 0.2.2 plugin of our own (zip in ./plugins, class allowlisted by ALLOWLISTED_PLUGINS), whose
-# commands leave a marker file in PLUGIN_MARKER_DIR when they really run. AutoGPT 0.2.2 never puts plugin
-# commands in its registry: its dispatcher's fallback calls them positionally.
-PLUGIN_SOURCE = '''
+_PLUGIN_TEMPLATE = '''
 import os
 from auto_gpt_plugin_template import AutoGPTPluginTemplate
 
-
-def _mark(name, *args):
-    with open(os.path.join(os.environ["PLUGIN_MARKER_DIR"], name), "w") as out:
-        out.write(repr(args))
-    return name + " done"
-
+{helpers}
 
 def _plugin_class():
     def passthrough(self, *args, **kwargs):
         return args[0] if args else None
 
     def post_prompt(self, prompt):
+{commands}
+        return prompt
+
+    body = {{name: passthrough for name in AutoGPTPluginTemplate.__abstractmethods__}}
+    body.update({{name: (lambda self, *a, **k: False) for name in AutoGPTPluginTemplate.__abstractmethods__
+                 if name.startswith("can_handle")}})
+    body["can_handle_post_prompt"] = lambda self: True
+    body["post_prompt"] = post_prompt
+
+    def __init__(self):
+        super(cls, self).__init__()
+        self._name, self._version, self._description = {plugin_name!r}, "0.0.1", "test commands"
+
+    body["__init__"] = __init__
+    cls = type({class_name!r}, (AutoGPTPluginTemplate,), body)
+    return cls
+
+
+{class_name} = _plugin_class()
+'''
+
+
+def plugin_source(class_name: str, plugin_name: str, helpers: str, commands: str) -> str:
+    """An AutoGPT 0.2.2 plugin module: `helpers` is module-level code, `commands` the (8-space indented)
+    `prompt.add_command(label, name, args, function)` lines of its post_prompt."""
+    return _PLUGIN_TEMPLATE.format(class_name=class_name, plugin_name=plugin_name, helpers=helpers, commands=commands)
+
+
+def install_plugin_source(run: AutoGPTRun, class_name: str, source: str) -> None:
+    """Put a plugin module where AutoGPT 0.2.2 looks (./plugins/*.zip) and allowlist its class."""
+    import zipfile
+
+    plugins = run.dir / "plugins"
+    plugins.mkdir(exist_ok=True)
+    package = class_name.lower()
+    with zipfile.ZipFile(plugins / f"{package}.zip", "w") as zf:
+        zf.writestr(f"{package}/__init__.py", source)
+    listed = [c for c in run.env.get("ALLOWLISTED_PLUGINS", "").split(",") if c]
+    run.env["ALLOWLISTED_PLUGINS"] = ",".join([*listed, class_name])
+
+
+# An AutoGPT 0.2.2 plugin of our own (zip in ./plugins, class allowlisted by ALLOWLISTED_PLUGINS), whose
+# commands leave a marker file in PLUGIN_MARKER_DIR when they really run. AutoGPT 0.2.2 never puts plugin
+# commands in its registry: its dispatcher's fallback calls them positionally.
+PLUGIN_SOURCE = plugin_source("MeshGuardTestPlugin", "meshguard-test-plugin", helpers='''
+def _mark(name, *args):
+    with open(os.path.join(os.environ["PLUGIN_MARKER_DIR"], name), "w") as out:
+        out.write(repr(args))
+    return name + " done"
+''', commands='''\
         prompt.add_command("Send an email", "send_email", {"to": "<to>", "subject": "<s>", "body": "<b>"},
                            lambda *a: _mark("send_email", *a))
         prompt.add_command("Say hello", "say_hello", {"name": "<name>"}, lambda *a: _mark("say_hello", *a))
@@ -205,34 +247,10 @@ def _plugin_class():
         prompt.add_command("Finish", "finish", {"reason": "<r>"}, lambda *a: _mark("finish", *a))
         prompt.add_command("sms", "send_sms", {"to": "<to>"}, lambda *a: _mark("send_sms", *a))
         # named like a built-in of later releases (not in 0.2.2's registry), so the plugin's code runs
-        prompt.add_command("List files", "list_files", {"directory": "<d>"}, lambda *a: _mark("list_files", *a))
-        return prompt
-
-    body = {name: passthrough for name in AutoGPTPluginTemplate.__abstractmethods__}
-    body.update({name: (lambda self, *a, **k: False) for name in AutoGPTPluginTemplate.__abstractmethods__
-                 if name.startswith("can_handle")})
-    body["can_handle_post_prompt"] = lambda self: True
-    body["post_prompt"] = post_prompt
-
-    def __init__(self):
-        super(cls, self).__init__()
-        self._name, self._version, self._description = "meshguard-test-plugin", "0.0.1", "test commands"
-
-    body["__init__"] = __init__
-    cls = type("MeshGuardTestPlugin", (AutoGPTPluginTemplate,), body)
-    return cls
-
-
-MeshGuardTestPlugin = _plugin_class()
-'''
+        prompt.add_command("List files", "list_files", {"directory": "<d>"}, lambda *a: _mark("list_files", *a))''')
 
 
 def install_plugin(run: AutoGPTRun, marker_dir: Path) -> None:
     """Put the test plugin where AutoGPT 0.2.2 looks (./plugins/*.zip) and allowlist it."""
-    import zipfile
-
-    plugins = run.dir / "plugins"
-    plugins.mkdir(exist_ok=True)
-    with zipfile.ZipFile(plugins / "meshguard_test_plugin.zip", "w") as zf:
-        zf.writestr("meshguard_test_plugin/__init__.py", PLUGIN_SOURCE)
-    run.env.update(ALLOWLISTED_PLUGINS="MeshGuardTestPlugin", PLUGIN_MARKER_DIR=str(marker_dir))
+    install_plugin_source(run, "MeshGuardTestPlugin", PLUGIN_SOURCE)
+    run.env["PLUGIN_MARKER_DIR"] = str(marker_dir)

@@ -92,7 +92,7 @@ def test_map_command_missing_path_argument_is_system(workspace: Path) -> None:
         ("delete_file", {"filename": "a.txt"}, "delete:workspace", "a.txt"),
         ("list_files", {"directory": "."}, "read:workspace", "."),
         ("list_folder", {"folder": "notes"}, "read:workspace", "notes"),
-        ("open_file", {"file_path": "notes/a.md"}, "read:workspace", "notes/a.md"),
+        ("open_file", {"file_path": "notes/a.md"}, "write:workspace", "notes/a.md"),  # missing: it creates it
         ("write_file", {"filename": "a.txt", "contents": "x"}, "write:workspace", "a.txt"),
         ("create_file", {"filename": "a.txt", "contents": "x"}, "write:workspace", "a.txt"),
         ("clone_repository", {"url": "https://g/x", "clone_path": "x"}, "write:workspace", "x"),
@@ -129,8 +129,43 @@ def test_map_command_sandbox_context(workspace: Path) -> None:
     unknown_gen = map_command("execute_python_code", {"code": "1"}, workspace=workspace, python_sandbox=False)
     assert unknown_gen.context == {"sandbox": False}
     shell = map_command("execute_shell", {"command_line": "ls"}, workspace=workspace, python_sandbox=True)
-    assert shell.context == {"sandbox": os.path.exists("/.dockerenv")}
+    assert shell.context == {"sandbox": False}  # a subprocess next to AutoGPT, also inside its container
     assert map_command("frobnicate", {}).context == {"sandbox": False}
+
+
+def test_python_sandbox_only_when_autogpt_will_start_a_container() -> None:
+    """AutoGPT runs Python in a fresh container unless it sees /.dockerenv (then: a plain subprocess
+    inside its own container, next to the launcher and its secrets). This machine may have either."""
+    from meshguard_autogpt import _python_sandbox
+
+    assert _python_sandbox("0.2-0.4.0") is (not os.path.exists("/.dockerenv"))
+    assert _python_sandbox("unknown") is False
+
+
+def test_map_command_open_file_creates_a_missing_file_so_it_is_a_write(workspace: Path) -> None:
+    """v0.5.0 / ~v0.5.1 / classic open_file touches a missing file: a read only when it exists."""
+    assert map_command("open_file", {"file_path": "new.md"}, workspace=workspace).action == "write:workspace"
+    (workspace / "old.md").write_text("x")
+    assert map_command("open_file", {"file_path": "old.md"}, workspace=workspace).action == "read:workspace"
+    outside = map_command("open_file", {"file_path": "../new.md"}, workspace=workspace)
+    assert outside.action == "write:system"
+
+
+def test_map_command_two_names_for_one_argument_with_different_values_is_refused(workspace: Path) -> None:
+    """The v0.2.2 tag reads `file`, later releases `filename`: a call giving both, differently, could be
+    checked on one and run on the other."""
+    with pytest.raises(ValueError, match="'filename', 'file'"):
+        map_command("write_to_file", {"filename": "notes.txt", "file": "../../x", "text": "t"}, workspace=workspace)
+    same = map_command("write_to_file", {"filename": "a.txt", "file": "a.txt"}, workspace=workspace)
+    assert (same.action, same.resource) == ("write:workspace", "a.txt")
+
+
+def test_map_command_gives_the_real_path(workspace: Path, tmp_path: Path) -> None:
+    inside = map_command("read_file", {"filename": "sub/../a.txt"}, workspace=workspace)
+    assert inside.path == str(workspace.resolve() / "a.txt")
+    outside = map_command("read_file", {"filename": "../b.txt"}, workspace=workspace)
+    assert outside.path == str(tmp_path.resolve() / "b.txt")
+    assert map_command("google", {"query": "x"}).path is None
 
 
 def test_map_command_arguments_that_are_not_a_dict() -> None:

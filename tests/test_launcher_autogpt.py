@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meshguard_autogpt import EXIT_REVOKED, SEED_POLICY
+from meshguard_autogpt import EXIT_REVOKED, SEED_POLICY, default_state_dir
 from tests.autogpt_run import (REFUSAL, answer_approvals, autogpt_available, install_plugin, is_running, prepare_run,
                                step, stop_pid)
 from tests.conftest import LiveGateway
@@ -179,8 +179,10 @@ def test_autogpt_gateway_killed_mid_run_refuses_next_command(seed_gateway: LiveG
 def test_autogpt_embedded_gateway_default(tmp_path: Path) -> None:
     """No gateway configured: the launcher starts one, keeps it for the CLI, and reuses it."""
     run = prepare_run(tmp_path / "run", [step("write_to_file", filename="notes.txt", text="x"),
-                                         step("execute_shell", command_line="true")])  # fmt: skip
-    state = run.dir / ".meshguard"
+                                         step("execute_shell", command_line="true")],
+                      extra_env={"XDG_STATE_HOME": str(tmp_path / "xdg-state")})  # fmt: skip
+    # outside AutoGPT's working directory: $XDG_STATE_HOME/meshguard/<cwd name>-<hash of its path>
+    state = tmp_path / "xdg-state" / "meshguard" / default_state_dir(run.dir).name
     pid = None
     try:
         first = run.run()

@@ -142,4 +142,4 @@ def test_main_refuses_a_trace_id_the_gateway_would_refuse(tmp_path: Path, trace_
     """, tmp_path)  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert "MESHGUARD_TRACE_ID / --meshguard-trace-id) is not valid: use 1-128 printable ASCII" in result.stderr
-    assert not (tmp_path / ".meshguard").exists()  # no embedded gateway was started
+    assert not (tmp_path / ".local" / "state" / "meshguard").exists()  # no embedded gateway was started (HOME=tmp_path)

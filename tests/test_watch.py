@@ -72,3 +72,25 @@ def test_watch_bad_wait_is_a_400_naming_the_parameter(gateway: LiveGateway, wait
     assert resp.status_code == 400
     body = resp.json()
     assert body["error"] == "invalid_request" and body["status"] == 400 and "'wait'" in body["message"]
+
+
+def test_watch_held_at_shutdown_answers_active_so_the_gateway_stops_promptly(gateway: LiveGateway) -> None:
+    """A stopping gateway releases held watches (200, agent still active) instead of leaving
+    uvicorn's graceful shutdown to wait for them and then drop them."""
+    agent_id, token = gateway.create_agent("watched")
+    answers: list[httpx.Response | Exception] = []
+
+    def hold() -> None:
+        try:
+            answers.append(_watch(gateway, token, "60"))
+        except httpx.HTTPError as exc:
+            answers.append(exc)
+
+    waiter = threading.Thread(target=hold)
+    waiter.start()
+    time.sleep(0.5)
+    gateway.stop()
+    waiter.join(30)
+    assert gateway.proc.returncode == 0
+    assert answers and isinstance(answers[0], httpx.Response), answers
+    assert answers[0].status_code == 200 and answers[0].json()["agent_id"] == agent_id

@@ -9,7 +9,9 @@ from typing import Any
 
 from forge.command import Command
 from forge.components.code_executor import CodeExecutorComponent, CodeExecutorConfiguration
+from forge.components.context import ContextComponent
 from forge.components.file_manager import FileManagerComponent
+from forge.components.git_operations import GitOperationsComponent
 from forge.components.system import SystemComponent
 from forge.llm.providers import AssistantFunctionCall
 from forge.models.action import ActionErrorResult, ActionSuccessResult
@@ -36,12 +38,14 @@ class Agent:
             self.file_manager.workspace,
             CodeExecutorConfiguration(docker_container_name=f"{settings.agent_id}_sandbox"),
         )
+        self.context = ContextComponent(self.file_manager.workspace)
+        self.git_ops = GitOperationsComponent()
         self.event_history: list[Any] = []
         self.app_config = app_config
 
     @property
     def components(self) -> list[Any]:
-        return [self.system, self.file_manager, self.code_executor]
+        return [self.system, self.file_manager, self.code_executor, self.context, self.git_ops]
 
     def load_component_configs(self, serialized_configs: dict[str, dict[str, Any]]) -> None:  # forge/agent/base.py:282
         for component in self.components:

@@ -1,0 +1,3 @@
+from .context import ContextComponent
+
+__all__ = ["ContextComponent"]

@@ -1,0 +1,3 @@
+from .git_operations import GitOperationsComponent
+
+__all__ = ["GitOperationsComponent"]
