@@ -69,6 +69,18 @@ def patch() -> dict[str, Any]:
             "spacy_is_real": bool(getattr(spacy, "__file__", None))}  # fmt: skip
 
 
+def patch_without(package: str) -> dict[str, Any]:
+    """patch_autogpt() where one of AutoGPT's dependencies is missing (simulated: None in sys.modules)."""
+    sys.modules[package] = None  # type: ignore[assignment]  # `import package` now fails as if not installed
+    import meshguard_autogpt as mg
+
+    try:
+        mg.patch_autogpt()
+    except mg.PatchError as exc:
+        return {"error": str(exc), "dispatcher_governed": False}
+    return {"error": None}
+
+
 if __name__ == "__main__":
-    scenario = {"nested": nested, "shell": shell, "patch": patch}[sys.argv[1]]
+    scenario = {"nested": nested, "shell": shell, "patch": patch, "patch_without": patch_without}[sys.argv[1]]
     print(json.dumps(scenario(*sys.argv[2:]), default=str))
