@@ -1539,7 +1539,8 @@ def patch_autogpt(
     amap = action_map if action_map is not None else load_action_map()
     if _info is not None and _governor is not None:
         _governor.gateway, _governor.action_map = gw, amap
-        return PatchInfo(_info.generation, _info.target, _info.autogpt_version, _info.refusal, already_patched=True)
+        return PatchInfo(_info.generation, _info.target, _info.autogpt_version, _info.refusal, already_patched=True,
+                         seed_functions=_info.seed_functions)  # fmt: skip
     version = _autogpt_version()
     try:
         generation, owner, attr = _detect()
@@ -1705,12 +1706,12 @@ def _seed_runner(seed_name: str) -> Callable[[dict[str, Any], str | None], Any]:
                                       "nothing was run")  # fmt: skip
     if seed_name == "google_search":
         module = _seed_module("autogpt.commands.google_search")
-        if module is None:
+        if module is None:  # v0.4.3+
             web = _seed_module("autogpt.commands.web_search")
             if _seed_original(web, "web_search") is None:
                 raise _seed_missing(seed_name, "web search command")
-            _seed_bind(seed_name, "autogpt.commands.web_search.web_search", _seed_original(web, "web_search"))
-            raise _seed_missing(seed_name, "web search command")  # not reached: web_search takes the agent
+            search = _seed_bind(seed_name, "autogpt.commands.web_search.web_search", _seed_original(web, "web_search"))
+            return lambda args, workspace: search(query=args["query"], num_results=args["num_results"])
         chosen = "google_search"
         for attr in ("google_official_search", "google_search"):  # AutoGPT enables one of its two "google"s
             command = getattr(_seed_original(module, attr), "command", None)
@@ -1748,10 +1749,10 @@ def _seed_runner(seed_name: str) -> Callable[[dict[str, Any], str | None], Any]:
         return lambda args, workspace: shell(command_line=args["command_line"])
     if seed_name == "execute_python_code":
         module = _seed_module("autogpt.commands.execute_code")
-        if _seed_original(module, "execute_python_code") is not None:
-            _seed_bind(seed_name, "autogpt.commands.execute_code.execute_python_code",
-                       _seed_original(module, "execute_python_code"))  # fmt: skip
-            raise _seed_missing(seed_name, "execute_python_code usable outside the agent")  # not reached
+        if _seed_original(module, "execute_python_code") is not None:  # v0.4.1+
+            python = _seed_bind(seed_name, "autogpt.commands.execute_code.execute_python_code",
+                                _seed_original(module, "execute_python_code"))  # fmt: skip
+            return lambda args, workspace: python(code=args["code"])
         if _seed_original(module, "execute_python_file") is None:
             raise _seed_missing(seed_name, "execute_python_file command")
         run_file = _seed_bind(seed_name, "autogpt.commands.execute_code.execute_python_file",
