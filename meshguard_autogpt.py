@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import importlib
 import importlib.util
@@ -116,6 +117,7 @@ __all__ = [
     "PatchError",
     "AgentRevokedError",
     "refusal_text",
+    "UnsupportedCommandError",
     "LIFECYCLE_COMMANDS",
     "GENERATIONS",
     # embedded gateway
@@ -124,6 +126,13 @@ __all__ = [
     "embedded_agent_token",
     "EmbeddedGateway",
     "SEED_POLICY",
+    # the seed document's governed command functions
+    "google_search",
+    "browse_website",
+    "read_file",
+    "write_file",
+    "execute_python_code",
+    "execute_shell",
     # scripted model (tests and demos only)
     "ScriptedModel",
     "install_scripted_model",
@@ -320,6 +329,23 @@ def check_trace_id(trace_id: Any) -> None:
                           "use 1-128 printable ASCII characters without spaces, e.g. run-2026-11-24_1")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _CommandScope:
+    """The governed call in progress: what was checked, and the decision that let it run."""
+
+    gateway: MeshGuardGateway
+    action: str
+    resource: str | None
+    decision: Mapping[str, Any]
+
+
+# Set while an allowed command runs (dispatcher, governed function, seed function): the code inside
+# it is that command's implementation, so governed calls it makes are not checked or counted again,
+# and an approval granted for it is not asked for a second time.
+_current_command: contextvars.ContextVar[_CommandScope | None] = contextvars.ContextVar(
+    "meshguard_current_command", default=None)  # fmt: skip
+
+
 def _first(body: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
         value = body.get(key)
@@ -389,6 +415,12 @@ class MeshGuardGateway:
     def __repr__(self) -> str:  # never shows the token
         return f"MeshGuardGateway(url={self.url!r}, trace_id={self.trace_id!r})"
 
+    def set_token(self, token: str) -> None:
+        """Act as another agent from now on (a rotated token; a test giving each case a fresh agent)."""
+        self._token = token
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.revoked = None
+
     def set_trace(self, trace_id: str) -> None:
         """Send `trace_id` with every request, so one run reads as one trace in the audit trail.
 
@@ -438,6 +470,7 @@ class MeshGuardGateway:
             "enforced": True, "status_code": None,
         }  # fmt: skip
         result.update(extra)
+        result["requires_approval"] = result["decision"] == "approval_required"
         return result
 
     def check_permission(
@@ -450,9 +483,17 @@ class MeshGuardGateway:
         """Ask the gateway once. Returns a dict with at least ``allowed`` and ``reason``.
 
         Also: decision (allow | deny | rate_limited | approval_required | unauthorized | error),
-        policy, rule, decision_id, retry_after, approval_id, approve_command, enforced, status_code.
-        Never raises for gateway trouble: that is a refusal (decision "error").
+        requires_approval (bool), policy, rule, decision_id, retry_after, approval_id, approve_command,
+        enforced, status_code. Never raises for gateway trouble: that is a refusal (decision "error").
+
+        Inside a governed call that this gateway already allowed for the same action and resource
+        (an approved ``@governed`` function asking again in its body), the answer is that decision,
+        with its approval_id, without a new request: one approval is never asked for twice.
         """
+        scope = _current_command.get()
+        if scope is not None and scope.gateway is self and scope.action == action and scope.resource == resource:
+            return {**scope.decision, "requires_approval": False,
+                    "reason": f"already allowed for the governed call in progress ({scope.decision.get('reason')})"}  # fmt: skip
         if not self._token:
             return self._refusal(action, resource, "error",
                                  "no MeshGuard agent token is configured (set MESHGUARD_TOKEN); refused (fail closed)")  # fmt: skip
@@ -503,6 +544,7 @@ class MeshGuardGateway:
                     "reason": body.get("reason") or "allowed", "action": action, "resource": resource,
                     "policy": body.get("policy"), "rule": body.get("rule"), "decision_id": body.get("decision_id"),
                     "retry_after": None, "approval_id": None, "status_code": status, "mode": body.get("mode"),
+                    "requires_approval": False,
                 }  # fmt: skip
             return self._refusal(action, resource, "error",
                                  f"MeshGuard gateway {self.url} gave a contradictory answer (200 with allowed="
@@ -564,6 +606,8 @@ class MeshGuardGateway:
         while True:
             kind = decision["decision"]
             if decision["allowed"]:
+                if approval_used is not None:
+                    decision["approval_id"] = approval_used  # the approval this allow consumed
                 return decision
             if kind == "unauthorized":
                 self.revoked = decision["reason"]
@@ -702,13 +746,16 @@ class MeshGuardGateway:
     def run_and_record(self, action: str, resource: str | None, executor: Callable[[], Any],
                        decision: Mapping[str, Any]) -> Any:  # fmt: skip
         started = time.monotonic()
+        scope = _current_command.set(_CommandScope(self, action, resource, dict(decision)))
         try:
             with _watching(self, action):  # a revocation while it runs ends it
                 result = executor()
         except BaseException as exc:
+            _current_command.reset(scope)
             self.record(action, resource, "error", f"{type(exc).__name__}: {exc}",
                         duration_ms=(time.monotonic() - started) * 1000, decision_id=decision.get("decision_id"))  # fmt: skip
             raise
+        _current_command.reset(scope)
         self.record(action, resource, _outcome(result), result, duration_ms=(time.monotonic() - started) * 1000,
                     decision_id=decision.get("decision_id"))  # fmt: skip
         return result
@@ -1094,6 +1141,8 @@ def governed(action: str, resource_key: str | None = None, *, context: Mapping[s
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _current_command.get() is not None:  # part of a command already checked: not again
+                return func(*args, **kwargs)
             resource = "*"
             if resource_key:
                 value = _resource_argument(signature, resource_key, args, kwargs)
@@ -1401,6 +1450,7 @@ class PatchInfo:
     autogpt_version: str
     refusal: str  # "string" | "OperationNotAllowedError"
     already_patched: bool = False
+    seed_functions: tuple[str, ...] = ()  # AutoGPT module functions now pointing at the seed's governed ones
 
 
 @dataclass
@@ -1790,6 +1840,7 @@ def _make_sync_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable
 
     @functools.wraps(original, updated=())
     def meshguard_dispatch(*args: Any, **kwargs: Any) -> Any:
+        _install_pending_seed_commands()
         bound = signature.bind_partial(*args, **kwargs).arguments
         name, arguments = _call_parts(gov.generation, bound)
         mapped, decision = _before(gov, name, arguments, bound)
@@ -1834,14 +1885,17 @@ def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callabl
         assert decision is not None
         if mapped is None or not decision["allowed"]:
             return gov.refuse(refusal_text(name, decision))
+        scope = _current_command.set(_CommandScope(gov.gateway, mapped.action, mapped.resource, dict(decision)))
         try:
             with _watching(gov.gateway, name):  # a revocation while it runs ends it
                 result = await original(*args, **kwargs)
         except BaseException as exc:
+            _current_command.reset(scope)
             await asyncio.to_thread(gov.gateway.record, mapped.action, mapped.resource, "error",
                                     f"{type(exc).__name__}: {exc}", duration_ms=(time.monotonic() - started) * 1000,
                                     decision_id=decision.get("decision_id"))  # fmt: skip
             raise
+        _current_command.reset(scope)
         await asyncio.to_thread(gov.gateway.record, mapped.action, mapped.resource, _outcome(result), result,
                                 duration_ms=(time.monotonic() - started) * 1000,
                                 decision_id=decision.get("decision_id"))  # fmt: skip
@@ -1865,11 +1919,16 @@ def patch_autogpt(
     amap = action_map if action_map is not None else load_action_map()
     if _info is not None and _governor is not None:
         _governor.gateway, _governor.action_map = gw, amap
-        return PatchInfo(_info.generation, _info.target, _info.autogpt_version, _info.refusal, already_patched=True)
+        return PatchInfo(_info.generation, _info.target, _info.autogpt_version, _info.refusal, already_patched=True,
+                         seed_functions=_info.seed_functions)  # fmt: skip
     version = _autogpt_version()
     try:
         generation, owner, attr = _detect()
     except PatchError as exc:
+        missing = exc.__cause__ if isinstance(exc.__cause__, ModuleNotFoundError) else None
+        if missing is not None and missing.name and not missing.name.startswith("autogpt"):
+            exc = PatchError(f"{exc}; AutoGPT's own dependency '{missing.name}' is not installed in this environment: "
+                             f"install AutoGPT's requirements (pip install {missing.name})")  # fmt: skip
         raise PatchError(f"cannot govern AutoGPT ({version}): {exc}. Refusing to start AutoGPT ungoverned. "
                          f"Supported: {'; '.join(GENERATIONS.values())}.") from exc  # fmt: skip
     original = getattr(owner, attr)
@@ -1897,6 +1956,10 @@ def patch_autogpt(
     owner_name = getattr(owner, "__module__", "") + "." + owner.__qualname__ if isinstance(owner, type) else owner.__name__
     _governor = governor
     _info = PatchInfo(generation, f"{owner_name}.{attr}", version, refusal)
+    try:
+        _install_seed_commands()
+    except Exception as exc:  # the dispatcher patch above is the enforcement; this is the seed's extra
+        gw._print(f"AutoGPT's command modules were left as they are ({type(exc).__name__}: {exc})")
     return _info
 
 
@@ -1906,7 +1969,11 @@ def unpatch_autogpt() -> bool:
     undone = bool(_patches)
     while _patches:
         owner, attr, original = _patches.pop()
-        setattr(owner, attr, original)
+        if original is _ABSENT:
+            if hasattr(owner, attr):
+                delattr(owner, attr)
+        else:
+            setattr(owner, attr, original)
     _info, _governor = None, None
     return undone
 
@@ -1983,6 +2050,329 @@ def _entry_point(generation: str) -> tuple[Any, list[str], str]:
             pass
     cli = importlib.import_module("autogpt.cli")
     return cli.main, [], "autogpt.cli.main"
+
+
+###############################################################################
+# The seed document's API #####################################################
+###############################################################################
+
+# The integration document's wrapper calls module-level command functions with its own names and
+# signatures. Each one is checked exactly like the same command at the dispatcher (the action map,
+# canonical resources: file paths resolved against AutoGPT's workspace), then runs the INSTALLED
+# AutoGPT's own implementation (read from each release's source):
+#
+#   seed function (action)                     PyPI 0.2.2, v0.3.x, v0.4.0 (autogpt.commands.*)
+#   google_search(query, num_results=8)        google_search.google_search, or google_official_search
+#     (search:web, the query)                  when GOOGLE_API_KEY is set (both are AutoGPT's "google")
+#   browse_website(url, question="")           web_selenium.browse_website (0.2.2 and v0.3.0 return
+#     (browse:web, the url)                    (text, driver): the text is returned)
+#   read_file(filename)  (read:workspace)      file_operations.read_file
+#   write_file(filename, contents)             file_operations.write_to_file(filename, text)
+#     (write:workspace, the path)
+#   execute_python_code(code)                  no such command: the code is written to a file in the
+#     (execute:python, the code)               workspace and run by execute_code.execute_python_file
+#   execute_shell(command)                     execute_code.execute_shell(command_line)
+#     (execute:shell, the command line)
+#
+# v0.4.0 adds a `config` parameter (AutoGPT's Config singleton is passed). From v0.4.1 every command
+# function takes the running `agent` (v0.4.3 moves search to web_search.web_search/google and adds
+# execute_python_code(code, name, agent)); from v0.4.5 commands live in autogpt.commands.* with an
+# agent parameter, and v0.5.1 / classic turn them into component methods. None of those can run
+# outside the agent loop, so there the seed functions refuse (UnsupportedCommandError): the agent's
+# own commands stay governed at the dispatcher.
+
+_ABSENT = object()  # an attribute patch_autogpt() added, removed again by unpatch_autogpt()
+_SEED_RENAMES = {"command_line": "command", "text": "contents"}  # AutoGPT's argument -> the seed's
+
+
+class UnsupportedCommandError(MeshGuardError):
+    """The installed AutoGPT has no implementation a seed function could run outside its agent loop."""
+
+
+def _seed_module(name: str) -> types.ModuleType | None:
+    """The AutoGPT module, or None when this AutoGPT has no such module."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            return None
+        raise UnsupportedCommandError(f"importing {name} failed: {exc} (install AutoGPT's own requirements)") from exc
+
+
+def _seed_original(module: types.ModuleType | None, attr: str) -> Any:
+    """The module's own function, also after patch_autogpt() put a governed one in its place."""
+    value = getattr(module, attr, None) if module is not None else None
+    return getattr(value, "__meshguard_original__", value)
+
+
+def _seed_parameters(func: Any) -> list[str]:
+    raw = getattr(getattr(func, "command", None), "method", None) or func  # 0.2.2: a wrapper around .command
+    try:
+        return list(inspect.signature(inspect.unwrap(raw)).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _seed_bind(seed_name: str, where: str, func: Any) -> Callable[..., Any]:
+    """Call `func` with keywords, adding AutoGPT's Config where the release wants it; refuse where it
+    wants the running agent."""
+    params = _seed_parameters(func)
+    if "agent" in params:
+        raise UnsupportedCommandError(
+            f"{seed_name}(): {where} in {_autogpt_version()} needs AutoGPT's running agent, so it cannot run "
+            "outside the agent loop; nothing was run. The agent's own commands are governed at the dispatcher "
+            "(patch_autogpt / python meshguard_autogpt.py)")  # fmt: skip
+    target = getattr(func, "command", None)
+    target = target if callable(target) and callable(getattr(target, "method", None)) else func  # honours `enabled`
+
+    def call(**kwargs: Any) -> Any:
+        if "config" in params:
+            kwargs["config"] = importlib.import_module("autogpt.config").Config()
+        return target(**kwargs)
+
+    return call
+
+
+def _seed_missing(seed_name: str, what: str) -> UnsupportedCommandError:
+    return UnsupportedCommandError(f"{seed_name}(): the installed AutoGPT ({_autogpt_version()}) has no {what}; "
+                                   "nothing was run")  # fmt: skip
+
+
+def _seed_runner(seed_name: str) -> Callable[[dict[str, Any], str | None], Any]:
+    """The installed AutoGPT's implementation of a seed function: run(arguments, workspace)."""
+    if importlib.util.find_spec("autogpt") is None:
+        raise UnsupportedCommandError(f"{seed_name}(): AutoGPT is not importable from this Python ({sys.executable}); "
+                                      "nothing was run")  # fmt: skip
+    if seed_name == "google_search":
+        module = _seed_module("autogpt.commands.google_search")
+        if module is None:  # v0.4.3+
+            web = _seed_module("autogpt.commands.web_search")
+            if _seed_original(web, "web_search") is None:
+                raise _seed_missing(seed_name, "web search command")
+            search = _seed_bind(seed_name, "autogpt.commands.web_search.web_search", _seed_original(web, "web_search"))
+            return lambda args, workspace: search(query=args["query"], num_results=args["num_results"])
+        chosen = "google_search"
+        for attr in ("google_official_search", "google_search"):  # AutoGPT enables one of its two "google"s
+            command = getattr(_seed_original(module, attr), "command", None)
+            if command is not None and getattr(command, "enabled", False):
+                chosen = attr
+                break
+        search = _seed_bind(seed_name, f"autogpt.commands.google_search.{chosen}", _seed_original(module, chosen))
+        return lambda args, workspace: search(query=args["query"], num_results=args["num_results"])
+    if seed_name == "browse_website":
+        module = _seed_module("autogpt.commands.web_selenium")
+        if _seed_original(module, "browse_website") is None:
+            raise _seed_missing(seed_name, "browse_website command")
+        browse = _seed_bind(seed_name, "autogpt.commands.web_selenium.browse_website",
+                            _seed_original(module, "browse_website"))  # fmt: skip
+
+        def run_browse(args: dict[str, Any], workspace: str | None) -> Any:
+            result = browse(url=args["url"], question=args["question"])
+            return result[0] if isinstance(result, tuple) and result else result  # (text, driver) in 0.2.2
+
+        return run_browse
+    if seed_name in ("read_file", "write_file"):
+        module = _seed_module("autogpt.commands.file_operations")
+        attr = "read_file" if seed_name == "read_file" else "write_to_file"
+        if _seed_original(module, attr) is None:
+            raise _seed_missing(seed_name, f"file_operations.{attr} command")
+        file_op = _seed_bind(seed_name, f"autogpt.commands.file_operations.{attr}", _seed_original(module, attr))
+        if seed_name == "read_file":
+            return lambda args, workspace: file_op(filename=_seed_path(args["filename"], workspace))
+        return lambda args, workspace: file_op(filename=_seed_path(args["filename"], workspace), text=args["contents"])
+    if seed_name == "execute_shell":
+        module = _seed_module("autogpt.commands.execute_code")
+        if _seed_original(module, "execute_shell") is None:
+            raise _seed_missing(seed_name, "execute_shell command")
+        shell = _seed_bind(seed_name, "autogpt.commands.execute_code.execute_shell", _seed_original(module, "execute_shell"))
+        return lambda args, workspace: shell(command_line=args["command_line"])
+    if seed_name == "execute_python_code":
+        module = _seed_module("autogpt.commands.execute_code")
+        if _seed_original(module, "execute_python_code") is not None:  # v0.4.1+
+            python = _seed_bind(seed_name, "autogpt.commands.execute_code.execute_python_code",
+                                _seed_original(module, "execute_python_code"))  # fmt: skip
+            return lambda args, workspace: python(code=args["code"])
+        if _seed_original(module, "execute_python_file") is None:
+            raise _seed_missing(seed_name, "execute_python_file command")
+        run_file = _seed_bind(seed_name, "autogpt.commands.execute_code.execute_python_file",
+                              _seed_original(module, "execute_python_file"))  # fmt: skip
+        # PyPI 0.2.2 opens the file relative to its workspace (and runs it by that name in Docker);
+        # v0.3.0+ get the path the agent already resolved into the workspace.
+        relative = hasattr(module, "path_in_workspace")
+
+        def run_code(args: dict[str, Any], workspace: str | None) -> Any:
+            if workspace is None:
+                return "Error: AutoGPT's workspace is unknown, so the code has nowhere to be written; nothing was run"
+            name = f"meshguard_code_{uuid.uuid4().hex[:12]}.py"
+            path = os.path.join(workspace, name)
+            Path(path).write_text(args["code"], encoding="utf-8")
+            try:
+                return run_file(filename=name if relative else path)
+            finally:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+
+        return run_code
+    raise KeyError(seed_name)
+
+
+def _seed_path(filename: Any, workspace: str | None) -> str:
+    """The file AutoGPT's own command opens for `filename`: resolved against the workspace, as the
+    dispatcher's check resolves it (see map_command)."""
+    base = workspace if workspace is not None else os.getcwd()
+    return os.path.realpath(os.path.join(base, os.fspath(filename) if isinstance(filename, os.PathLike) else str(filename)))
+
+
+def _seed_call(seed_name: str, arguments: dict[str, Any]) -> Any:
+    """Check a seed function's call like the same command at the dispatcher, then run AutoGPT's own code.
+
+    Refused: the seed's blocked dict, and nothing runs. An exception of AutoGPT's code becomes an
+    ``"Error: ..."`` result, as AutoGPT's dispatcher reports it. Inside a command already checked
+    (AutoGPT's own code calling a function patch_autogpt() put in its module) it runs unchecked.
+    """
+    runner = _seed_runner(seed_name)  # an unsupported AutoGPT refuses before anything is asked
+
+    def run() -> Any:
+        try:
+            return runner(arguments, workspace)
+        except Exception as exc:
+            return f"Error: {type(exc).__name__}: {exc}"
+
+    workspace = _workspace_of({})
+    if _current_command.get() is not None:
+        return run()
+    gov = _governor
+    gw = gov.gateway if gov is not None else _default_gateway()
+    try:
+        action_map = gov.action_map if gov is not None else load_action_map()
+    except ConfigError as exc:
+        reason = f"MeshGuard could not load the action map ({exc}); refused (fail closed)"
+        gw._print(reason)
+        return {"status": "blocked", "action": f"execute:{seed_name}", "reason": reason, "decision": "error",
+                "decision_id": None}  # fmt: skip
+    # every AutoGPT generation with a module-level implementation runs Python in a container
+    mapped = map_command(seed_name, arguments, workspace=workspace, action_map=action_map, python_sandbox=True)
+    return gw.execute(mapped.action, mapped.resource, run, mapped.context)
+
+
+def google_search(query: str, num_results: int = 8) -> Any:
+    """Web search (search:web, the query) with the installed AutoGPT's own search command."""
+    return _seed_call("google_search", {"query": query, "num_results": num_results})
+
+
+def browse_website(url: str, question: str = "") -> Any:
+    """Browse a website (browse:web, the url) with AutoGPT's own browser command; returns its answer text."""
+    return _seed_call("browse_website", {"url": url, "question": question})
+
+
+def read_file(filename: str) -> Any:
+    """Read a file (read:workspace, its path relative to AutoGPT's workspace; read:system outside it)."""
+    return _seed_call("read_file", {"filename": filename})
+
+
+def write_file(filename: str, contents: str) -> Any:
+    """Write a file (write:workspace, its path relative to AutoGPT's workspace; write:system outside it).
+
+    A relative name is inside the workspace, as for AutoGPT's own write_to_file:
+    ``write_file("workspace/notes.txt", ...)`` writes <workspace>/workspace/notes.txt.
+    """
+    return _seed_call("write_file", {"filename": filename, "contents": contents})
+
+
+def execute_python_code(code: str) -> Any:
+    """Run Python code (execute:python, the code) the way the installed AutoGPT runs Python files."""
+    return _seed_call("execute_python_code", {"code": code})
+
+
+def execute_shell(command: str) -> Any:
+    """Run a shell command (execute:shell, the command line) with AutoGPT's own execute_shell."""
+    return _seed_call("execute_shell", {"command_line": command})
+
+
+# (AutoGPT module, attribute) that patch_autogpt() points at each seed function, as the seed does:
+# the user's own code and AutoGPT's code calling these module functions then go through MeshGuard.
+# The registry keeps registering AutoGPT's original command objects (the dispatcher governs those),
+# and a call that already passed the dispatcher is not checked again.
+_SEED_MODULE_TARGETS: dict[str, tuple[tuple[str, str], ...]] = {
+    "google_search": (("autogpt.commands.google_search", "google_search"),),
+    "browse_website": (("autogpt.commands.web_selenium", "browse_website"),),
+    "read_file": (("autogpt.commands.file_operations", "read_file"),),
+    "write_file": (("autogpt.commands.file_operations", "write_file"),),
+    "execute_python_code": (("autogpt.commands.execute_code", "execute_python_code"),),
+    "execute_shell": (("autogpt.commands.execute_code", "execute_shell"),),
+}
+
+
+def _seed_module_version(seed_func: Callable[..., Any], original: Any) -> Callable[..., Any]:
+    """`seed_func` callable with the original's own argument names, carrying the original's attributes
+    (0.2.2's `command` object), so AutoGPT's registry still registers its own command."""
+    try:
+        signature: inspect.Signature | None = inspect.signature(
+            inspect.unwrap(getattr(getattr(original, "command", None), "method", None) or original))
+    except (TypeError, ValueError):
+        signature = None
+    seed_params = inspect.signature(seed_func).parameters
+
+    def governed_command(*args: Any, **kwargs: Any) -> Any:
+        if signature is None:
+            return seed_func(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        chosen = {_SEED_RENAMES.get(k, k): v for k, v in bound.arguments.items()}
+        return seed_func(**{k: v for k, v in chosen.items() if k in seed_params})
+
+    functools.update_wrapper(governed_command, original)
+    governed_command.__meshguard_original__ = original  # type: ignore[attr-defined]
+    return governed_command
+
+
+_seed_pending = False  # some command module was not imported yet when patch_autogpt() ran
+
+
+def _install_seed_commands() -> tuple[str, ...]:
+    """Point AutoGPT's command modules at the seed functions where this AutoGPT can run them.
+
+    Imports nothing: AutoGPT reads its settings into each command when its registry imports the
+    module (0.2.2: download_file's --allow-downloads), so modules not imported yet are done at the
+    dispatcher's next call. Returns the "module.attribute" names replaced or added (undone by
+    unpatch_autogpt).
+    """
+    global _seed_pending
+    done: list[str] = []
+    _seed_pending = False
+    for seed_name, targets in _SEED_MODULE_TARGETS.items():
+        if any(module_name not in sys.modules for module_name, _ in targets):
+            _seed_pending = _seed_pending or any(importlib.util.find_spec(m) is not None for m, _ in targets)
+            continue
+        try:
+            _seed_runner(seed_name)
+        except (UnsupportedCommandError, ImportError):
+            continue  # nothing this AutoGPT could run there: leave its module alone
+        seed_func = globals()[seed_name]
+        for module_name, attr in targets:
+            module = sys.modules.get(module_name)
+            if module is None:
+                continue
+            original = getattr(module, attr, _ABSENT)
+            if getattr(original, "__meshguard_original__", None) is not None:
+                continue
+            value = seed_func if original is _ABSENT else _seed_module_version(seed_func, original)
+            _patches.append((module, attr, original))
+            setattr(module, attr, value)
+            done.append(f"{module_name}.{attr}")
+    if _info is not None:
+        _info.seed_functions = (*_info.seed_functions, *done)
+    return tuple(done)
+
+
+def _install_pending_seed_commands() -> None:
+    """At a dispatcher call: the command modules AutoGPT imported since patch_autogpt()."""
+    if _seed_pending and _info is not None:
+        try:
+            _install_seed_commands()
+        except Exception:  # never in the way of the command itself
+            pass
 
 
 ###############################################################################
