@@ -1141,8 +1141,6 @@ def governed(action: str, resource_key: str | None = None, *, context: Mapping[s
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if _current_command.get() is not None:  # part of a command already checked: not again
-                return func(*args, **kwargs)
             resource = "*"
             if resource_key:
                 value = _resource_argument(signature, resource_key, args, kwargs)
@@ -1154,6 +1152,11 @@ def governed(action: str, resource_key: str | None = None, *, context: Mapping[s
                     return {"status": "blocked", "action": action, "reason": reason, "decision": "error",
                             "decision_id": None}  # fmt: skip
                 resource = str(value)
+            scope = _current_command.get()
+            if scope is not None and scope.action == action and scope.resource == resource:
+                # the command already checked (e.g. by the dispatcher) is this very call: not again. Any
+                # other governed call made inside it is checked on its own, approvals included.
+                return func(*args, **kwargs)
             return _default_gateway().execute(action, resource, lambda: func(*args, **kwargs), context)
 
         return wrapper  # type: ignore[return-value]

@@ -169,3 +169,33 @@ def test_seed_check_inside_an_approved_call_carries_its_approval(agent_gateway: 
     assert seen["other"]["requires_approval"] is True and seen["other"]["approval_id"] != approval_id
     statuses = sorted(a["status"] for a in approvals(approvals_gateway))
     assert statuses == ["pending", "used"]  # eve's was really asked; bob's was used once
+
+
+def test_a_different_governed_call_inside_an_allowed_one_is_checked_on_its_own(
+        agent_gateway: mg.MeshGuardGateway, approvals_gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the very command already checked is not checked again. A user's own @governed function
+    called from inside another allowed command is its own decision (here denied), so nesting can
+    never skip a deny or an approval."""
+    monkeypatch.setattr(mg, "_default_gateway", lambda: agent_gateway)
+    ran: list[str] = []
+
+    @mg.governed("execute:shell", "command")
+    def shell(command: str) -> str:
+        ran.append(command)
+        return "ran"
+
+    @mg.governed("browse:web", "url")
+    def browse(url: str) -> Any:
+        ran.append(url)
+        return browse_again(url), shell("rm -rf /tmp/x")
+
+    @mg.governed("browse:web", "url")
+    def browse_again(url: str) -> str:  # the same action and resource: part of the call already checked
+        return "same"
+
+    same, refused = browse("https://example.com")
+    assert same == "same" and isinstance(refused, dict) and refused["status"] == "blocked"
+    assert ran == ["https://example.com"]  # the shell body never ran
+    audit = approvals_gateway.admin("GET", "/admin/audit", params={"agent": "autogpt-prod", "kind": "check"}).json()
+    checks = sorted((e["action"], e["decision"]) for e in audit["entries"])
+    assert checks == [("browse:web", "allow"), ("execute:shell", "deny")]
