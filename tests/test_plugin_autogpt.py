@@ -286,3 +286,35 @@ def test_plugin_refuses_a_rate_limited_command_in_deny_mode(start_gateway: Calla
     assert not (run.workspace / "3.txt").exists()
     assert "RATE LIMITED write_to_file" in result.stdout
     assert f"{REFUSAL} 'write_to_file'" in run.prompt_text(4) and "Slow down" in run.prompt_text(4)
+
+
+MAIL_TO_EXAMPLE_ONLY = """\
+name: mail-only-to-example
+appliesTo: {tags: [autogpt]}
+rules:
+  - effect: allow
+    actions: ["send:email/*@example.com"]
+defaultEffect: deny
+"""
+
+
+def test_reordered_plugin_arguments_cannot_reach_a_recipient_the_policy_never_allowed(
+        start_gateway: Callable[..., LiveGateway], tmp_path: Path) -> None:
+    """PyPI 0.2.2 calls another plugin's command positionally (function(*arguments.values())): with the
+    keys reordered, the checked `to` is not the address the function receives. The plugin must refuse
+    the call, as the launcher does (review finding F1, issue 12 part 1)."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(MAIL_TO_EXAMPLE_ONLY)
+    gw = start_gateway(policy)
+    _, token = gw.create_agent("autogpt-agent", tags=["autogpt"])
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    run = with_plugin(prepare_run(tmp_path / "run", [
+        step("send_email", subject="attacker@evil.com", to="boss@example.com", body="b"),  # reordered
+    ], url=gw.url, token=token), "MeshGuardTestPlugin")  # fmt: skip
+    install_plugin(run, markers)
+    run.env["ALLOWLISTED_PLUGINS"] = f"{PLUGIN_CLASS},MeshGuardTestPlugin"
+    result = run_plugin(run)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not (markers / "send_email").exists(), (markers / "send_email").read_text()  # never sent anywhere
+    assert "declared order" in run.prompt_text(2)  # the agent reads why
