@@ -692,7 +692,9 @@ class _Parser:
         if fields is None:
             return []
         if not fields:
-            self.problem(node, "'conditions.context' is empty; give field: value", rule=rule, key="conditions.context")
+            if isinstance(node, MappingNode) and not node.value:
+                self.problem(node, "'conditions.context' is empty; give field: value", rule=rule,
+                             key="conditions.context")
             return []
         out: list[Condition] = []
         for field_name, (_, vnode) in fields.items():
@@ -710,7 +712,8 @@ class _Parser:
             if ops is None:
                 continue
             if not ops:
-                self.problem(vnode, f"'{key}' is empty; give one of {', '.join(CONTEXT_OPS)}", rule=rule, key=key)
+                if isinstance(vnode, MappingNode) and not vnode.value:
+                    self.problem(vnode, f"'{key}' is empty; give one of {', '.join(CONTEXT_OPS)}", rule=rule, key=key)
                 continue
             for op, (_, onode) in ops.items():
                 okey = f"{key}.{op}"

@@ -119,10 +119,10 @@ def non_public_reason(address: str | ipaddress.IPv4Address | ipaddress.IPv6Addre
         return "multicast"
     if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
         return "shared address space (CGNAT, 100.64.0.0/10)"
-    if ip.is_private:
-        return "private"
     if ip.is_reserved:
         return "reserved"
+    if ip.is_private:
+        return "private"
     if not ip.is_global:
         return "not globally routable"
     return None

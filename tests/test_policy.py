@@ -177,7 +177,7 @@ VALIDATION_CASES = [
     ),
     pytest.param(
         "name: p\nrules:\n  - effect: allow\n    actions: [\"a:b\"]\n    conditions:\n      sandbx: true\n",
-        ["p.yaml:6:7: rule 1: unknown condition 'sandbx' in 'conditions' (known: amount_max, amount_min, anyCommand, commands, hosts, publicAddress, rateLimit, resource, resourcePattern, sandbox, schemes, time_range)"],
+        ["p.yaml:6:7: rule 1: unknown condition 'sandbx' in 'conditions' (known: amount_max, amount_min, anyCommand, commands, context, hosts, publicAddress, rateLimit, resource, resourcePattern, sandbox, schemes, tags, time_range)"],
         id="unknown-condition",
     ),
     pytest.param(
@@ -329,7 +329,7 @@ def test_policy_reports_every_problem_at_once_with_rule_and_key() -> None:
     ]
     assert str(info.value).splitlines() == [
         "policies/autogpt.yaml:9:7: rule 2 ('deny-shell'): unknown condition 'sandbx' in 'conditions' "
-        "(known: amount_max, amount_min, anyCommand, commands, hosts, publicAddress, rateLimit, resource, resourcePattern, sandbox, schemes, time_range)",
+        "(known: amount_max, amount_min, anyCommand, commands, context, hosts, publicAddress, rateLimit, resource, resourcePattern, sandbox, schemes, tags, time_range)",
         "policies/autogpt.yaml:10:13: rule 3: 'effect' must be 'allow' or 'deny', got text 'maybe'",
         "policies/autogpt.yaml:11:14: rule 3: 'actions' is empty; list at least one 'verb:object' pattern",
         "policies/autogpt.yaml:12:16: 'defaultEffect' must be 'allow' or 'deny', got text 'block'",
