@@ -431,8 +431,10 @@ class Engine:
         if m is None or m.trace is None:
             return ()
         out = dict(m.trace)
+        notes = m.notes or {}
         for rule, order in (*m.deny.values(), *m.allow.values()):
-            out[rule.index] = RuleMatch(rule.label(rule.actions[order]), rule.effect, rule.actions[order].text)
+            out[rule.index] = RuleMatch(rule.label(rule.actions[order]), rule.effect, rule.actions[order].text,
+                                        note=notes.get(rule.index))  # fmt: skip
         listed = [out[i] for i in sorted(out)]
         if m.approval is not None:
             pattern = self._policies[pos].require_approval[m.approval].text

@@ -670,6 +670,9 @@ def test_conditions_explain_lists_the_rule_whose_condition_failed() -> None:
     (outcome,) = d.details
     (match,) = [m for m in outcome.matched if m.rule == "read-only-shell"]
     assert match.applied is False and match.note is not None and "'git push'" in match.note
+    d = engine(SHELL).explain(Request(AGENT, "execute:shell", "ls; rm -rf ~"), NOON)
+    (deny,) = [m for m in d.details[0].matched if m.rule == "never-rm"]
+    assert deny.applied is True and deny.note == "'rm -rf ~' matches 'rm *'"
 
 
 def test_conditions_cli_offline_policy_test_shows_the_decisions(tmp_path: Path) -> None:
