@@ -275,6 +275,8 @@ class Commands(Condition):
         if not command.literal_program:
             return f"'{shown}': the program name '{_clip(command.words[0], 40)}' is not a plain word"
         for r in command.redirections:
+            if r.opens_network:
+                return f"'{shown}' opens a network connection ('{_clip(r.target or '', 40)}')"
             if r.writes_file:
                 return f"'{shown}' writes to the file '{_clip(r.target or '', 40)}' (redirection '{r.op}')"
         if any(p.matches(command.words) for p in self.patterns):

@@ -69,6 +69,11 @@ class Redirection:
             return False
         return self.op in _WRITE_OPS or (self.op == ">&" and not self.target.isdigit() and self.target != "-")
 
+    @property
+    def opens_network(self) -> bool:
+        """bash reads ``/dev/tcp/host/port`` (and udp) as a connection, in either direction."""
+        return self.target is not None and self.target.startswith(("/dev/tcp/", "/dev/udp/"))
+
 
 @dataclass(frozen=True, slots=True)
 class SimpleCommand:
@@ -153,6 +158,8 @@ class _Walker:
         if kind == "command":
             self.command(node, inherited + own)
         elif kind in _CONTAINERS:
+            if kind == "for":  # the loop variable is an assignment (for PATH in /tmp; do ls; done)
+                self.loop_variable(node, inherited + own)
             for child in self.children(node):
                 self.visit(child, inherited + own)
         elif kind == "word":
@@ -170,6 +177,15 @@ class _Walker:
         if parts is None:
             parts = getattr(node, "list", None)
         return list(parts or ())
+
+    def loop_variable(self, node: Any, redirections: tuple[Redirection, ...]) -> None:
+        parts = self.children(node)
+        for first, second in zip(parts, parts[1:]):
+            if getattr(first, "kind", None) == "reservedword" and first.word == "for" and second.kind == "word":
+                start, end = node.pos
+                self.commands.append(SimpleCommand(self.line[start:end], (), (f"{second.word}=",), redirections))
+                return
+        raise UnreadableCommandLine("it has a for loop whose variable was not found")
 
     def command(self, node: Any, inherited: tuple[Redirection, ...]) -> None:
         words: list[str] = []

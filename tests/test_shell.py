@@ -34,7 +34,7 @@ def programs(line: str) -> list[tuple[str, ...]]:
         ("{ ls; rm x; }", [("ls",), ("rm", "x")]),
         ("diff <(ls) <(rm x)", [("ls",), ("rm", "x"), ("diff", "<(ls)", "<(rm x)")]),
         ("if true; then rm x; fi", [("true",), ("rm", "x")]),
-        ("for f in a b; do rm $f; done", [("rm", "$f")]),
+        ("for f in a b; do rm $f; done", [(), ("rm", "$f")]),  # the loop variable is an assignment
         ("while false; do rm x; done", [("false",), ("rm", "x")]),
         ("f() { rm x; }; f", [("rm", "x"), ("f",)]),
         ("'r'm -rf \"a b\"", [("rm", "-rf", "a b")]),
@@ -57,6 +57,11 @@ def test_shell_keeps_assignments_and_redirections() -> None:
     assert [r.writes_file for r in parse_command_line("ls >/dev/null 2>&1").commands[0].redirections] == [False, False]
     for line in ("ls >> log", "ls &> log", "ls >| log", "ls 3<> log", "ls >&log"):
         assert any(r.writes_file for r in parse_command_line(line).commands[0].redirections), line
+
+
+def test_shell_for_loop_variable_is_an_assignment() -> None:
+    first = parse_command_line("for PATH in /tmp; do ls; done").commands[0]
+    assert first.words == () and first.assignments == ("PATH=",)
 
 
 def test_shell_group_redirection_applies_to_every_command_inside() -> None:
