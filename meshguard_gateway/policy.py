@@ -636,18 +636,18 @@ class _Parser:
             texts = self.texts(vnode, key, rule, "host names ('example.com', '*.example.com') or IP addresses")
             if texts is None:
                 return []
-            bad = [t for t in texts if not valid_host_pattern(t.lower())]
-            for t in bad:
-                self.problem(vnode, f"'{_show(t)}' in '{name}' is not a host name, '*.domain' or an IP address "
+            bad = [(i, t) for i, t in enumerate(texts) if not valid_host_pattern(t.lower())]
+            for i, t in bad:
+                self.problem(_item(vnode, i), f"'{_show(t)}' in '{name}' is not a host name, '*.domain' or an IP address "
                              "(write hosts without scheme, port or path)", rule=rule, key=key)  # fmt: skip
             return [] if bad else [Hosts((name,), list(texts), tuple(t.lower() for t in texts))]
         if name == "schemes":
             texts = self.texts(vnode, key, rule, "URL schemes ('https')")
             if texts is None:
                 return []
-            bad = [t for t in texts if not _SCHEME.match(t.lower())]
-            for t in bad:
-                self.problem(vnode, f"'{_show(t)}' in 'schemes' is not a URL scheme (write 'https', not 'https://')",
+            bad = [(i, t) for i, t in enumerate(texts) if not _SCHEME.match(t.lower())]
+            for i, t in bad:
+                self.problem(_item(vnode, i), f"'{_show(t)}' in 'schemes' is not a URL scheme (write 'https', not 'https://')",
                              rule=rule, key=key)
             return [] if bad else [Schemes((name,), list(texts), frozenset(t.lower() for t in texts))]
         if name == "context":
@@ -721,8 +721,9 @@ class _Parser:
                     texts = self.texts(onode, okey, rule, "glob patterns")
                     if texts is None:
                         continue
-                    if any(_BRACKETS & set(t) for t in texts):
-                        self.problem(onode, f"'{okey}' has a pattern with one of '[]{{}}'; only '*' and '?' are "
+                    bad_at = next((i for i, t in enumerate(texts) if _BRACKETS & set(t)), None)
+                    if bad_at is not None:
+                        self.problem(_item(onode, bad_at), f"'{okey}' has a pattern with one of '[]{{}}'; only '*' and '?' are "
                                      "wildcards", rule=rule, key=okey)  # fmt: skip
                         continue
                     shown: Any = texts[0] if isinstance(onode, ScalarNode) else list(texts)
@@ -756,9 +757,9 @@ class _Parser:
                 continue
             value: Any = texts[0] if isinstance(vnode, ScalarNode) else list(texts)
             if name in ("matches", "not_matches"):
-                bad = [t for t in texts if _BRACKETS & set(t)]
-                for t in bad:
-                    self.problem(vnode, f"pattern '{_show(t)}' in '{key}' contains one of '[]{{}}'; only '*' and '?' "
+                bad = [(i, t) for i, t in enumerate(texts) if _BRACKETS & set(t)]
+                for i, t in bad:
+                    self.problem(_item(vnode, i), f"pattern '{_show(t)}' in '{key}' contains one of '[]{{}}'; only '*' and '?' "
                                  "are wildcards", rule=rule, key=key)  # fmt: skip
                 if bad:
                     continue
@@ -802,17 +803,17 @@ class _Parser:
         if texts is None:
             return None
         out = []
-        for text in texts:
+        for i, text in enumerate(texts):
             words = text.split()
             if not words:
-                self.problem(node, f"'{key}' has a blank entry; remove it", rule=rule, key=key)
+                self.problem(_item(node, i), f"'{key}' has a blank entry; remove it", rule=rule, key=key)
                 return None
             if _BRACKETS & set(text):
-                self.problem(node, f"command '{_show(text)}' in '{key}' contains one of '[]{{}}'; only '*' and '?' are "
+                self.problem(_item(node, i), f"command '{_show(text)}' in '{key}' contains one of '[]{{}}'; only '*' and '?' are "
                              "wildcards", rule=rule, key=key)  # fmt: skip
                 return None
             if not words[0].strip("*?"):
-                self.problem(node, f"command '{_show(text)}' in '{key}' does not name a program; list the programs "
+                self.problem(_item(node, i), f"command '{_show(text)}' in '{key}' does not name a program; list the programs "
                              "('git status', 'ls *')", rule=rule, key=key)  # fmt: skip
                 return None
             rest = len(words) > 1 and words[-1] == "*"
@@ -993,6 +994,11 @@ class _Parser:
             line=_where(self.yaml_text, node.start_mark)[0],
             checks=tuple(checks),
         )
+
+
+def _item(node: Node, index: int) -> Node:
+    """The node of entry ``index`` of a text-or-list value, for the location of a problem."""
+    return node.value[index] if isinstance(node, SequenceNode) and index < len(node.value) else node
 
 
 _MAX_DEPTH = 64

@@ -614,19 +614,19 @@ def test_conditions_on_allow_rules(conditions: str, resource: str | None, contex
         ("      commands: []\n",
          "p.yaml:6:17: rule 1: 'conditions.commands' is empty; list commands such as 'git status' or 'ls *'"),
         ("      commands: [\"* status\"]\n",
-         "p.yaml:6:17: rule 1: command '* status' in 'conditions.commands' does not name a program; list the programs "
+         "p.yaml:6:18: rule 1: command '* status' in 'conditions.commands' does not name a program; list the programs "
          "('git status', 'ls *')"),
         ("      anyCommand: [\"rm *\"]\n",
          "p.yaml:6:7: rule 1: 'anyCommand' only applies to deny rules (on an allow rule, 'ls; rm -rf ~' would be "
          "allowed because 'ls' is listed); to allow only the listed commands, use 'commands'"),
         ("      hosts: [\"https://example.com\"]\n",
-         "p.yaml:6:14: rule 1: 'https://example.com' in 'hosts' is not a host name, '*.domain' or an IP address "
+         "p.yaml:6:15: rule 1: 'https://example.com' in 'hosts' is not a host name, '*.domain' or an IP address "
          "(write hosts without scheme, port or path)"),
         ("      hosts: [\"ex*.com\"]\n",
-         "p.yaml:6:14: rule 1: 'ex*.com' in 'hosts' is not a host name, '*.domain' or an IP address (write hosts "
+         "p.yaml:6:15: rule 1: 'ex*.com' in 'hosts' is not a host name, '*.domain' or an IP address (write hosts "
          "without scheme, port or path)"),
         ("      schemes: [\"https://\"]\n",
-         "p.yaml:6:16: rule 1: 'https://' in 'schemes' is not a URL scheme (write 'https', not 'https://')"),
+         "p.yaml:6:17: rule 1: 'https://' in 'schemes' is not a URL scheme (write 'https', not 'https://')"),
         ("      publicAddress: yes please\n",
          "p.yaml:6:22: rule 1: 'publicAddress' must be true or false, got text 'yes please'"),
         ("      context: {channel: {like: x}}\n",
