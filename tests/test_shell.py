@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshguard_gateway.shell import MAX_LINE, UnreadableCommandLine, parse_command_line
+from meshguard_gateway.shell import MAX_LINE, MAX_SUBSTITUTIONS, UnreadableCommandLine, parse_command_line
 
 
 def programs(line: str) -> list[tuple[str, ...]]:
@@ -91,6 +91,7 @@ def test_shell_program_that_is_not_a_plain_word_is_flagged() -> None:
         ("", "empty"),
         ("   ", "empty"),
         ("x" * (MAX_LINE + 1), "characters long"),
+        ("echo" + " $(ls)" * (MAX_SUBSTITUTIONS + 1), "command substitutions"),
     ],
 )
 def test_shell_refuses_what_it_cannot_see_into(line: str, why: str) -> None:
