@@ -92,6 +92,8 @@ __all__ = [
     # AutoGPT integration
     "patch_autogpt",
     "unpatch_autogpt",
+    "governed_dispatcher",  # the AutoGPT plugin (autogpt_plugin/)
+    "CommandChecker",
     "PatchInfo",
     "map_command",
     "resolve_command",
@@ -1528,6 +1530,63 @@ def unpatch_autogpt() -> bool:
         setattr(owner, attr, original)
     _info, _governor = None, None
     return undone
+
+
+# -- checks made in front of the dispatcher (the AutoGPT plugin, autogpt_plugin/) -----------------
+
+# Every place a dispatcher patch can sit, per generation: (module, class or None, attribute).
+_DISPATCHER_PLACES = (("autogpt.agent.agent", None, "execute_command"), ("autogpt.app", None, "execute_command"),
+                      ("autogpt.agents.agent", None, "execute_command"), ("autogpt.agents.agent", "Agent", "_execute_tool"))  # fmt: skip
+
+
+def governed_dispatcher() -> str | None:
+    """The dotted name of an AutoGPT dispatcher a launcher has already patched in this process, or None.
+
+    Looks only at modules already imported (never imports AutoGPT), and recognises the patch of any copy
+    of this module (the plugin bundles its own) by the ``__meshguard_original__`` mark on the dispatcher,
+    so that the plugin stays passive under the launcher and no command is checked twice.
+    """
+    for module_name, class_name, attr in _DISPATCHER_PLACES:
+        owner: Any = sys.modules.get(module_name)
+        if owner is not None and class_name:
+            owner = getattr(owner, class_name, None)
+        if owner is not None and hasattr(getattr(owner, attr, None), "__meshguard_original__"):
+            return ".".join(part for part in (module_name, class_name, attr) if part)
+    return None
+
+
+class CommandChecker:
+    """The dispatcher patch's check of one command call, for code that runs just before AutoGPT's
+    dispatcher instead of inside it (the plugin's pre_command): the same resolution (registry, the
+    dispatcher's own if-chain, plugin commands), action map, canonical paths, waits (rate limits,
+    approvals), console lines and fail-closed answers as the launcher.
+
+    Raises PatchError when this AutoGPT's dispatcher is not where a known generation keeps it.
+    """
+
+    def __init__(self, gateway: MeshGuardGateway, action_map: dict[str, dict[str, Any]] | None = None) -> None:
+        generation, owner, attr = _detect()
+        dispatcher = getattr(owner, attr)
+        dispatcher = getattr(dispatcher, "__meshguard_original__", dispatcher)
+        agent_cls = getattr(sys.modules.get("autogpt.agent.agent"), "Agent", None)
+        self.generation = generation
+        self.gateway = gateway
+        self._governor = _Governor(gateway, action_map if action_map is not None else load_action_map(), generation,
+                                   lambda text: text, relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"),
+                                   if_chain=_if_chain_names(dispatcher))  # fmt: skip
+
+    def check(self, command_name: str, arguments: Mapping[str, Any],
+              dispatcher_arguments: Mapping[str, Any]) -> tuple[MappedCommand | None, dict[str, Any] | None]:  # fmt: skip
+        """(mapped command, final decision) for one call, as the dispatcher patch decides it.
+
+        `dispatcher_arguments` are what the dispatcher will be given, by parameter name
+        (``command_registry``, ``prompt``, ``agent``): they tell built-in from plugin commands and
+        where the workspace is. The decision is None for a lifecycle command (record it, never refuse
+        it); the mapped command is None when the call could not be mapped (the decision refuses it).
+        Raises AgentRevokedError on 401: nothing may run any more.
+        """
+        return _before(self._governor, str(command_name or ""), arguments if isinstance(arguments, Mapping) else {},
+                       dispatcher_arguments)  # fmt: skip
 
 
 def _entry_point(generation: str) -> tuple[Any, list[str], str]:

@@ -25,6 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshguard_gateway import __version__
+from meshguard_gateway.alerts import AlertService
+from meshguard_gateway.console import install_console
 from meshguard_gateway.engine import Effect
 from meshguard_gateway.errors import (
     AuthError,
@@ -37,7 +39,7 @@ from meshguard_gateway.errors import (
 )
 from meshguard_gateway.gateway import CheckResult, Gateway, iso, valid_trace_id
 from meshguard_gateway.identity import InvalidTokenError, admin_token_matches
-from meshguard_gateway.store import AgentRecord, Approval, AuditEntry, AuditQuery
+from meshguard_gateway.store import AgentRecord, AlertDelivery, Approval, AuditEntry, AuditQuery
 
 log = logging.getLogger("meshguard.app")
 
@@ -204,6 +206,15 @@ def audit_json(e: AuditEntry) -> dict[str, Any]:
             "recorded_at": iso(e.outcome.recorded_at),
         }  # fmt: skip
     return out
+
+
+def alert_delivery_json(d: AlertDelivery) -> dict[str, Any]:
+    return {
+        "id": d.id, "timestamp": iso(d.timestamp), "alert_id": d.alert_id, "event": d.event, "agent_id": d.agent_id,
+        "agent_name": d.agent_name, "destination": d.destination, "url": d.url, "format": d.format,
+        "attempt": d.attempt, "outcome": d.outcome, "http_status": d.http_status, "error": d.error,
+        "duration_ms": d.duration_ms, "folded": d.folded, "decision_id": d.decision_id, "approval_id": d.approval_id,
+    }  # fmt: skip
 
 
 def _parse_time(name: str, value: str | None, now: float) -> float | None:
@@ -761,6 +772,28 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.post("/admin/approvals/{approval_id}/deny", tags=["admin"], dependencies=admin)
     async def deny(approval_id: str, request: Request) -> Response:
         return await _decide_approval(approval_id, request, False)
+
+    # ---- admin: alerts (alerts.py posts them; server.py starts and stops the service) --------
+
+    alerts = AlertService(gw, metrics.registry)
+    app.state.alerts = alerts
+
+    @app.get("/admin/alerts", tags=["admin"], dependencies=admin)
+    async def list_alerts(
+        failed: bool = False, limit_: Annotated[int, Query(alias="limit", ge=1, le=10000)] = 50
+    ) -> Response:
+        """Delivery attempts, newest first (``failed``: those that did not deliver), and the destinations."""
+        rows = await alerts.deliveries(failed, limit_)
+        return json_response({"deliveries": [alert_delivery_json(d) for d in rows], "destinations": alerts.describe()})
+
+    @app.post("/admin/alerts/test", tags=["admin"], dependencies=admin)
+    async def test_alerts() -> Response:
+        """Send a test alert to every destination (one attempt each) and answer what happened."""
+        rows = await alerts.send_test()
+        return json_response({"deliveries": [alert_delivery_json(d) for d in rows],
+                              "delivered": sum(d.outcome == "delivered" for d in rows), "total": len(rows)})  # fmt: skip
+
+    install_console(app, gw)  # the web console under /console (console.py)
 
     app.state.fast_routes = {
         ("POST", "/proxy/governance/check"): governance_check,

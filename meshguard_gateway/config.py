@@ -2,18 +2,22 @@
 
 Resolution order for each setting: flag, environment variable, default. Secrets (JWT_SECRET,
 ADMIN_TOKEN) that are not given are read from, or generated into, the state folder with owner-only
-permissions; the log names the file, never the value.
+permissions; the log names the file, never the value. Webhook alert destinations (ALERT_WEBHOOKS)
+hold secrets in their URLs: only their scheme and host are ever shown (`redact_url`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from meshguard_gateway.errors import ConfigError
 from meshguard_gateway.identity import MIN_SECRET_LENGTH, generate_secret
@@ -48,6 +52,16 @@ class Settings:
     audit_durability: str = "commit"
     metrics_enabled: bool = True
     max_body_bytes: int = MAX_BODY_BYTES
+    # webhook alerts (see the Alerts section below and docs/operations.md)
+    alert_webhooks: tuple[AlertDestination, ...] = ()
+    alert_webhooks_file: Path | None = None
+    alert_gateway_url: str | None = None
+    alert_timeout_seconds: float = 5.0
+    alert_max_attempts: int = 5
+    alert_retry_base_seconds: float = 1.0
+    alert_coalesce_seconds: float = 60.0
+    alert_concurrency: int = 4
+    alert_shutdown_grace_seconds: float = 5.0
 
     @property
     def database(self) -> Path:
@@ -60,6 +74,7 @@ class Settings:
         out["jwt_secret"] = "<set>" if self.jwt_secret else None
         out["admin_token"] = "<set>" if self.admin_token else None
         out["db_path"] = str(self.database)
+        out["alert_webhooks"] = [d.public() for d in self.alert_webhooks]
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
 
@@ -144,6 +159,7 @@ def load_settings(env: Mapping[str, str] | None = None, **flags: Any) -> Setting
         values["jwt_secret"] = v
     if (v := pick("admin_token", "ADMIN_TOKEN")) is not None:
         values["admin_token"] = v
+    values.update(_alert_settings(pick))
     return Settings(**values)
 
 
@@ -193,9 +209,13 @@ def prepare_state(settings: Settings) -> Settings:
     db = settings.database.expanduser().resolve()
     if not db.parent.exists():
         raise ConfigError(f"DB_PATH {db}: folder {db.parent} does not exist; create it or pass --db")
+    alerts = settings.alert_webhooks
+    if settings.alert_webhooks_file is not None:
+        alerts = read_alert_webhooks_file(settings.alert_webhooks_file)
     return dataclasses.replace(
-        settings, state_dir=state, jwt_secret=jwt_secret, admin_token=admin, policies_dir=policies, db_path=db
-    )
+        settings, state_dir=state, jwt_secret=jwt_secret, admin_token=admin, policies_dir=policies, db_path=db,
+        alert_webhooks=alerts,
+    )  # fmt: skip
 
 
 def last_gateway_file(home: Path | None = None) -> Path:
@@ -218,3 +238,173 @@ def write_last_gateway(state_dir: Path, home: Path | None = None) -> Path | None
     except OSError as exc:
         log.warning("could not write %s (%s); the CLI will not find this gateway by itself", path, exc)
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# Alerts: webhook destinations (delivery is alerts.py)
+# --------------------------------------------------------------------------------------------
+
+ALERT_EVENTS = ("deny", "rate_limited", "approval_requested", "agent_revoked")
+ALERT_FORMATS = ("json", "slack")
+_ALERT_KEYS = ("url", "format", "events", "name", "secret")
+_ALERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MIN_ALERT_SECRET_LENGTH = 16
+
+
+def redact_url(url: str) -> str:
+    """A webhook URL as it may be shown, logged and stored: scheme and host only. Webhook URLs
+    carry their secret in the path (Slack) or the query, so neither is ever shown."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "…" if parts.path not in ("", "/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{port}/{hidden}"
+
+
+@dataclass(frozen=True)
+class AlertDestination:
+    """One webhook receiver. ``url`` and ``secret`` are secrets: only ``shown_url`` is logged or stored."""
+
+    name: str
+    url: str = field(repr=False)
+    format: str = "json"
+    events: tuple[str, ...] = ALERT_EVENTS
+    secret: str | None = field(default=None, repr=False)
+
+    @property
+    def shown_url(self) -> str:
+        return redact_url(self.url)
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.shown_url, "format": self.format, "events": list(self.events),
+                "signed": self.secret is not None}  # fmt: skip
+
+
+def _alert_destination(item: Any, index: int, source: str, taken: set[str]) -> AlertDestination:
+    where = f"{source}: destination {index}"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be an object like {{\"url\": \"https://...\", \"format\": \"json\"}}")
+    unknown = sorted(set(item) - set(_ALERT_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(_ALERT_KEYS)})")
+    url = item.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{where}: 'url' is required (the receiver's http:// or https:// address)")
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a bad port raises here
+    except ValueError:
+        raise ConfigError(f"{where}: 'url' is not a valid URL (it is not shown: it may hold a secret)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: 'url' must start with http:// or https:// and name a host (got scheme {parts.scheme!r}; "
+            "the rest is not shown: it may hold a secret)"
+        )
+    fmt = item.get("format", "json")
+    if fmt not in ALERT_FORMATS:
+        raise ConfigError(f"{where}: 'format' is {fmt!r}; expected one of: {', '.join(ALERT_FORMATS)}")
+    events: Any = item.get("events", list(ALERT_EVENTS))
+    if events in ("all", "*", ["*"], ["all"]):
+        events = list(ALERT_EVENTS)
+    if isinstance(events, str):
+        events = [e.strip() for e in events.split(",") if e.strip()]
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise ConfigError(f"{where}: 'events' must be a non-empty list (of: {', '.join(ALERT_EVENTS)}) or \"all\"")
+    bad = [e for e in events if e not in ALERT_EVENTS]
+    if bad:
+        raise ConfigError(f"{where}: unknown event(s) {', '.join(map(repr, bad))} (known: {', '.join(ALERT_EVENTS)})")
+    name = item.get("name", f"{fmt}-{index}")
+    if not isinstance(name, str) or not _ALERT_NAME.match(name):
+        raise ConfigError(f"{where}: 'name' must be 1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
+    if name in taken:
+        raise ConfigError(f"{where}: the name {name!r} is used twice; give each destination its own 'name'")
+    taken.add(name)
+    secret = item.get("secret")
+    if secret is not None and (not isinstance(secret, str) or len(secret) < MIN_ALERT_SECRET_LENGTH):
+        raise ConfigError(
+            f"{where} ({name}): 'secret' must be a string of at least {MIN_ALERT_SECRET_LENGTH} characters "
+            "(it signs each body; the receiver checks X-MeshGuard-Signature)"
+        )
+    ordered = tuple(e for e in ALERT_EVENTS if e in events)
+    return AlertDestination(name=name, url=url, format=fmt, events=ordered, secret=secret)
+
+
+def parse_alert_webhooks(raw: str, source: str = "ALERT_WEBHOOKS") -> tuple[AlertDestination, ...]:
+    """Webhook destinations from a JSON list (or one JSON object), or from URLs separated by
+    spaces (each a JSON-format destination for every event). Errors name ``source`` and the
+    destination's position, never the URL (it may hold a secret)."""
+    text = raw.strip()
+    if not text:
+        return ()
+    items: Any
+    if text[0] in "[{":
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise ConfigError(
+                f"{source} is not valid JSON{where}; expected a list like "
+                '[{"url": "https://...", "format": "slack", "events": ["deny", "agent_revoked"]}]'
+            ) from None
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list):
+            raise ConfigError(f"{source} must be a JSON list of destinations (objects with a 'url')")
+    elif text.startswith(("http://", "https://")):
+        items = [{"url": u} for u in text.split()]
+    else:
+        raise ConfigError(
+            f"{source} must be a JSON list of destinations or http(s) URLs separated by spaces; "
+            "to read the list from a file, set ALERT_WEBHOOKS_FILE"
+        )
+    taken: set[str] = set()
+    return tuple(_alert_destination(item, i, source, taken) for i, item in enumerate(items, start=1))
+
+
+def read_alert_webhooks_file(path: Path) -> tuple[AlertDestination, ...]:
+    """ALERT_WEBHOOKS_FILE: the same JSON list, in a file (keeps the URLs and secrets out of the
+    process environment). Read when the gateway starts."""
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"ALERT_WEBHOOKS_FILE {path} cannot be read: {reason}") from None
+    if not text.strip():
+        raise ConfigError(f"ALERT_WEBHOOKS_FILE {path} is empty; write a JSON list of destinations into it")
+    return parse_alert_webhooks(text, f"ALERT_WEBHOOKS_FILE {path}")
+
+
+def _alert_settings(pick: Callable[[str, str], str | None]) -> dict[str, Any]:
+    """The ALERT_* settings (flags or environment), validated."""
+    values: dict[str, Any] = {}
+    webhooks = pick("alert_webhooks", "ALERT_WEBHOOKS")
+    webhooks_file = pick("alert_webhooks_file", "ALERT_WEBHOOKS_FILE")
+    if webhooks is not None and webhooks_file is not None:
+        raise ConfigError("ALERT_WEBHOOKS and ALERT_WEBHOOKS_FILE are both set; set one of them")
+    if webhooks is not None:
+        values["alert_webhooks"] = parse_alert_webhooks(webhooks)
+    if webhooks_file is not None:
+        values["alert_webhooks_file"] = Path(webhooks_file)
+    if (v := pick("alert_gateway_url", "ALERT_GATEWAY_URL")) is not None:
+        if not v.startswith(("http://", "https://")):
+            raise ConfigError(f"ALERT_GATEWAY_URL={v!r} must be an http:// or https:// URL (how people reach the gateway)")
+        values["alert_gateway_url"] = v.rstrip("/")
+    if (v := pick("alert_timeout_seconds", "ALERT_TIMEOUT_SECONDS")) is not None:
+        values["alert_timeout_seconds"] = _number("ALERT_TIMEOUT_SECONDS", v, minimum=0.05)
+    if (v := pick("alert_max_attempts", "ALERT_MAX_ATTEMPTS")) is not None:
+        attempts = int(_number("ALERT_MAX_ATTEMPTS", v, integer=True, minimum=1))
+        if attempts > 20:
+            raise ConfigError(f"ALERT_MAX_ATTEMPTS={v!r} is too many; use 1-20")
+        values["alert_max_attempts"] = attempts
+    if (v := pick("alert_retry_base_seconds", "ALERT_RETRY_BASE_SECONDS")) is not None:
+        values["alert_retry_base_seconds"] = _number("ALERT_RETRY_BASE_SECONDS", v, minimum=0.01)
+    if (v := pick("alert_coalesce_seconds", "ALERT_COALESCE_SECONDS")) is not None:
+        values["alert_coalesce_seconds"] = _number("ALERT_COALESCE_SECONDS", v)
+    if (v := pick("alert_concurrency", "ALERT_CONCURRENCY")) is not None:
+        values["alert_concurrency"] = int(_number("ALERT_CONCURRENCY", v, integer=True, minimum=1))
+    if (v := pick("alert_shutdown_grace_seconds", "ALERT_SHUTDOWN_GRACE_SECONDS")) is not None:
+        values["alert_shutdown_grace_seconds"] = _number("ALERT_SHUTDOWN_GRACE_SECONDS", v)
+    return values

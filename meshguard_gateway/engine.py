@@ -41,10 +41,10 @@ from typing import Any
 
 from meshguard_gateway.conditions import Facts, PublicAddress
 from meshguard_gateway.policy import DENY, Pattern, Policy, PolicySet, Rule
-from meshguard_gateway.ratelimit import LimitCheck, LimitStatus, RateLimiter, SlidingWindowLimiter
+from meshguard_gateway.ratelimit import LimitCheck, LimitStatus, RateLimiter, SlidingWindowLimiter, describe_window
 from meshguard_gateway.url import Resolution
 
-__all__ = ["Agent", "Decision", "Effect", "Engine", "PolicyOutcome", "Request", "RuleMatch", "check_request"]
+__all__ = ["Agent", "Decision", "Effect", "Engine", "LimitUsage", "PolicyOutcome", "Request", "RuleMatch", "check_request"]
 
 
 class Effect(str, Enum):
@@ -317,6 +317,22 @@ class _Matches:
         self.notes: dict[int, str] | None = None  # deny rule index -> why its conditions held (or could not be checked)
 
 
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """One rate-limit window of one agent as it stands: ``used`` of ``maximum`` in ``seconds``.
+    ``rule`` is None for a policy-level limit."""
+
+    policy: str
+    rule: str | None
+    seconds: float
+    maximum: int
+    used: int
+
+    @property
+    def describe(self) -> str:
+        return describe_window(self.seconds, self.maximum)
+
+
 class Engine:
     """Decides requests against a policy set. Cheap to query, immutable policies;
     ``with_policies`` makes the engine for a reloaded set, keeping the counters."""
@@ -357,6 +373,28 @@ class Engine:
     def applicable(self, agent: Agent) -> tuple[Policy, ...]:
         """The policies that apply to ``agent``, in set order."""
         return tuple(self._policies[i] for i in self._applicable(agent))
+
+    def rate_limit_usage(self, agent: Agent, now: float) -> list[LimitUsage]:
+        """Read-only: the agent's rate-limit counters now, one entry per window of every
+        policy-level and rule-level limit that applies to it (for the console). Counts nothing.
+        Empty when the limiter cannot report usage (a shared store that does not implement it)."""
+        usage = getattr(self.limiter, "usage", None)
+        if usage is None:
+            return []
+        out: list[LimitUsage] = []
+        for pos in self._applicable(agent):
+            policy = self._policies[pos]
+            counters: list[tuple[str | None, Any, Any]] = []
+            if policy.rate_limit is not None:
+                counters.append((None, ("policy", agent.id, policy.name), policy.rate_limit))
+            for rule in policy.rules:
+                if rule.rate_limit is not None:
+                    label = rule.id if rule.id is not None else f"#{rule.index}"
+                    counters.append((rule.label(), ("rule", agent.id, policy.name, label), rule.rate_limit))
+            for rule_label, key, limit in counters:
+                for seconds, maximum, used in usage(LimitCheck(key, limit.windows), now):
+                    out.append(LimitUsage(policy.name, rule_label, seconds, maximum, used))
+        return out
 
     # -- internals
 

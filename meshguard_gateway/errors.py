@@ -90,11 +90,6 @@ class AuthError(MeshGuardError):
     status = 401
 
 
-class ForbiddenError(MeshGuardError):
-    code = "forbidden"
-    status = 403
-
-
 class NotFoundError(MeshGuardError):
     code = "not_found"
     status = 404

@@ -32,6 +32,7 @@ from meshguard_gateway.errors import (
     PolicyError,
     Problem,
 )
+from meshguard_gateway.events import EventBus, PublishingStore
 from meshguard_gateway.identity import InvalidTokenError, TokenIssuer, new_agent_id, normalize_tier
 from meshguard_gateway.policy import Policy, PolicySet, load_policies, parse_policy
 from meshguard_gateway.url import Resolution
@@ -119,7 +120,10 @@ class Gateway:
     def __init__(self, settings: Settings, store: Store, clock: Callable[[], float] = time.time) -> None:
         assert settings.jwt_secret is not None, "prepare_state() fills in the JWT secret"
         self.settings = settings
-        self.store = store
+        # Committed changes are published to live listeners (alerts, the console's feed) by the
+        # store wrapper, whichever code path wrote them; see events.py.
+        self.events = EventBus()
+        self.store: Store = PublishingStore(store, self.events)
         self.clock = clock
         self.mode = settings.mode
         self.enforce = settings.mode == "enforce"

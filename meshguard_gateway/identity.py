@@ -16,10 +16,8 @@ from dataclasses import dataclass
 import jwt
 
 from meshguard_gateway.errors import AuthError, InvalidRequestError
+from meshguard_gateway.policy import TIER_ALIASES, TRUST_TIERS
 
-TRUST_TIERS: tuple[str, ...] = ("unverified", "verified", "trusted", "privileged")
-# Other names MeshGuard's docs use for the lowest tier.
-TIER_ALIASES: dict[str, str] = {"untrusted": "unverified", "anonymous": "unverified", "basic": "unverified"}
 ISSUER = "meshguard"
 ALGORITHM = "HS256"
 MIN_SECRET_LENGTH = 32

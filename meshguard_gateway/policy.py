@@ -62,7 +62,9 @@ __all__ = [
 ALLOW = "allow"
 DENY = "deny"
 EFFECTS = (ALLOW, DENY)
-TRUST_TIERS = ("unverified", "verified", "trusted", "privileged")
+TRUST_TIERS: tuple[str, ...] = ("unverified", "verified", "trusted", "privileged")
+# Other names MeshGuard's docs use for the lowest tier.
+TIER_ALIASES: dict[str, str] = {"untrusted": "unverified", "anonymous": "unverified", "basic": "unverified"}
 
 POLICY_KEYS = (
     "appliesTo",

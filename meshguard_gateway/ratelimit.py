@@ -166,6 +166,18 @@ class SlidingWindowLimiter:
             if not per_key:
                 del self._windows[key]
 
+    def usage(self, check: LimitCheck, now: float) -> list[tuple[float, int, int]]:
+        """Read-only: ``(window seconds, max, hits in the window now)`` for each of the check's
+        windows (what the console shows as usage against each limit). Changes nothing."""
+        with self._lock:
+            per_key = self._windows.get(check.key, {})
+            out = []
+            for seconds, limit in check.windows:
+                edge = now - seconds
+                hits = per_key.get(seconds, ())
+                out.append((seconds, limit, min(limit, sum(1 for t in hits if t > edge))))
+            return out
+
     def __len__(self) -> int:
         """Number of live counters (for tests and metrics)."""
         return len(self._windows)

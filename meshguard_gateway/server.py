@@ -86,6 +86,13 @@ class _Server(uvicorn.Server):
         if self.started and not self.should_exit:
             self._on_started()
 
+    stop_live_streams: Any = None  # the console's open live feeds (console.py) end when we stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.stop_live_streams is not None:
+            self.stop_live_streams()
+        await super().shutdown(sockets=sockets)
+
 
 async def _every(seconds: float, what: str, fn: Any) -> None:
     while True:
@@ -132,6 +139,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         timeout_keep_alive=75,
     )  # fmt: skip
     server = _Server(config, announce)
+    server.stop_live_streams = getattr(app.state, "stop_live_streams", None)
     loop = asyncio.get_running_loop()
 
     def on_sighup() -> None:
@@ -151,12 +159,15 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         loop.create_task(_every(APPROVAL_SWEEP_SECONDS, "approval expiry", gw.expire_due_approvals)),
         loop.create_task(_every(PURGE_EVERY_SECONDS, "audit retention purge", gw.purge)),
     ]
+    alerts = app.state.alerts
+    await alerts.start(url)  # listening before the first request (ALERT_GATEWAY_URL wins over url)
     try:
         await server.serve(sockets=[sock])
     finally:
         for task in chores:
             task.cancel()
         await asyncio.gather(*chores, return_exceptions=True)
+        await alerts.stop()  # pending alerts get ALERT_SHUTDOWN_GRACE_SECONDS; the store is still open
         with contextlib.suppress(FileNotFoundError):
             if json.loads(info_path.read_text()).get("pid") == os.getpid():
                 info_path.unlink()

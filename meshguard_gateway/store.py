@@ -150,6 +150,30 @@ class AuditQuery:
 
 
 @dataclass(frozen=True)
+class AlertDelivery:
+    """One attempt to deliver a webhook alert. ``outcome``: delivered | retrying (failed, will be
+    tried again) | failed (failed, given up). ``url`` is shown form only (no path, no query)."""
+
+    timestamp: float
+    alert_id: str
+    event: str
+    agent_id: str | None
+    agent_name: str | None
+    destination: str
+    url: str
+    format: str
+    attempt: int
+    outcome: str
+    http_status: int | None
+    error: str | None
+    duration_ms: float | None
+    folded: int = 0
+    decision_id: str | None = None
+    approval_id: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
 class AuditStats:
     total: int
     counts: dict[str, int]
@@ -272,6 +296,30 @@ _MIGRATIONS: list[str] = [
     """
     DROP INDEX audit_log_ts;
     CREATE INDEX audit_log_ts_cover ON audit_log (ts, kind, decision, action, agent_id);
+    """,
+    # 3: alert deliveries: every attempt to post a webhook alert (alerts.py), with its outcome
+    """
+    CREATE TABLE alert_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        alert_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        agent_id TEXT,
+        agent_name TEXT,
+        destination TEXT NOT NULL,
+        url TEXT NOT NULL,
+        format TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        http_status INTEGER,
+        error TEXT,
+        duration_ms REAL,
+        folded INTEGER NOT NULL DEFAULT 0,
+        decision_id TEXT,
+        approval_id TEXT
+    );
+    CREATE INDEX alert_deliveries_ts ON alert_deliveries (ts);
+    CREATE INDEX alert_deliveries_outcome ON alert_deliveries (outcome, id);
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -958,3 +1006,34 @@ class SQLiteStore:
         if total:
             log.info("retention: deleted %d audit rows older than %s", total, before)
         return total
+
+    # ---- alert deliveries (alerts.py) -----------------------------------------------------
+
+    _ALERT_COLUMNS = (
+        "ts, alert_id, event, agent_id, agent_name, destination, url, format, attempt, outcome, http_status, "
+        "error, duration_ms, folded, decision_id, approval_id"
+    )
+
+    async def append_alert_delivery(self, d: AlertDelivery) -> int:
+        params = (d.timestamp, d.alert_id, d.event, d.agent_id, d.agent_name, d.destination, d.url, d.format,
+                  d.attempt, d.outcome, d.http_status, d.error, d.duration_ms, d.folded, d.decision_id,
+                  d.approval_id)  # fmt: skip
+
+        def job(c: sqlite3.Connection) -> int:
+            sql = f"INSERT INTO alert_deliveries ({self._ALERT_COLUMNS}) VALUES ({','.join('?' * 16)})"
+            return int(c.execute(sql, params).lastrowid or 0)
+
+        return await self._write(job)
+
+    async def list_alert_deliveries(self, failed_only: bool, limit: int) -> list[AlertDelivery]:
+        """The newest attempts first; ``failed_only``: those that did not deliver."""
+        where = " WHERE outcome != 'delivered'" if failed_only else ""
+        sql = f"SELECT {self._ALERT_COLUMNS}, id FROM alert_deliveries{where} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(lambda c: c.execute(sql, (limit,)).fetchall())
+        return [AlertDelivery(*r) for r in rows]
+
+    async def purge_alert_deliveries(self, before: float) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            return int(c.execute("DELETE FROM alert_deliveries WHERE ts < ?", (before,)).rowcount)
+
+        return await self._write(job)

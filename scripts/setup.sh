@@ -54,3 +54,15 @@ if make_venv .venv-autogpt requirements/autogpt-0.2.2.txt requirements/launcher.
   .venv-autogpt/bin/uv pip install -q --python .venv-autogpt/bin/python -r requirements/autogpt-0.2.2.txt
   finish_venv .venv-autogpt
 fi
+
+# The console's browser tests (tests/test_console_browser.py) drive Debian's chromium with
+# Playwright; Playwright's own browser download is not used. Installed here when missing and we
+# may (root on Debian, as CI is); otherwise say how.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium (Debian package) for the console's browser tests"
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "note: chromium is missing, so tests/test_console_browser.py will be skipped; install it with: sudo apt-get install chromium" >&2
+  fi
+fi

@@ -130,6 +130,23 @@ def prepare_run(directory: Path, script: list[dict[str, Any]], *, url: str | Non
     return AutoGPTRun(directory, env)
 
 
+def answer_approvals(gw: Any, proc: subprocess.Popen[str], verdicts: list[str], timeout: float = 120) -> list[str]:
+    """For each verdict ("approve" / "deny"), wait until the running AutoGPT asks for an approval and give
+    it through the gateway's admin API (`gw`: a conftest.LiveGateway). Returns the approval ids."""
+    decided: list[str] = []
+    for verdict in verdicts:
+        deadline = time.monotonic() + timeout
+        pending: list[dict[str, Any]] = []
+        while not pending and time.monotonic() < deadline and proc.poll() is None:
+            pending = gw.admin("GET", "/admin/approvals", params={"status": "pending"}).json()["approvals"]
+            time.sleep(0.05)
+        assert pending, f"no approval was asked for ({verdict})"
+        resp = gw.admin("POST", f"/admin/approvals/{pending[0]['id']}/{verdict}", json={"by": "test"})
+        assert resp.status_code == 200, resp.text
+        decided.append(pending[0]["id"])
+    return decided
+
+
 def is_running(pid: int) -> bool:
     """Alive and not a zombie (a detached gateway is reparented, and its parent may not reap it at once)."""
     try:

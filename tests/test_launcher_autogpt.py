@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import httpx
 import pytest
 
 from meshguard_autogpt import EXIT_REVOKED, SEED_POLICY
-from tests.autogpt_run import REFUSAL, autogpt_available, install_plugin, is_running, prepare_run, step, stop_pid
+from tests.autogpt_run import (REFUSAL, answer_approvals, autogpt_available, install_plugin, is_running, prepare_run,
+                               step, stop_pid)
 from tests.conftest import LiveGateway
 
 pytestmark = [
@@ -284,18 +284,8 @@ def test_autogpt_waits_for_a_human_approval(start_gateway: Callable[..., LiveGat
     ], url=gw.url, token=token, extra_env={"MESHGUARD_APPROVAL_TIMEOUT": "120"})  # fmt: skip
 
     proc = run.start()
-    decided: list[str] = []
     try:
-        for verdict in ("approve", "deny"):
-            deadline = time.monotonic() + 120
-            pending: list[dict[str, Any]] = []
-            while not pending and time.monotonic() < deadline and proc.poll() is None:
-                pending = gw.admin("GET", "/admin/approvals", params={"status": "pending"}).json()["approvals"]
-                time.sleep(0.05)
-            assert pending, f"no approval was asked for ({verdict})"
-            resp = gw.admin("POST", f"/admin/approvals/{pending[0]['id']}/{verdict}", json={"by": "test"})
-            assert resp.status_code == 200, resp.text
-            decided.append(pending[0]["id"])
+        decided = answer_approvals(gw, proc, ["approve", "deny"])
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

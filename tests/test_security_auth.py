@@ -14,7 +14,7 @@ import json
 import textwrap
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -323,6 +323,8 @@ def test_approvals_and_decisions_belong_to_their_agent(start_gateway: Callable[.
                     "another agent's decision for an outcome"])  # fmt: skip
 
 
-def test_figures() -> None:
-    """Runs last in this file: how many attacks were tried and refused."""
+@pytest.fixture(scope="module", autouse=True)
+def _figures() -> Iterator[None]:
+    """After this file: how many attacks were tried and refused (for docs/reliability.md)."""
+    yield
     record("auth", attacks_refused=len(REFUSED), accepted=0)

@@ -27,8 +27,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("meshguard_gateway.cli.policy", "List, apply, validate and test policies."),
     "audit": ("meshguard_gateway.cli.audit", "Read the audit trail: tail, query, trace, stats, export."),
     "approval": ("meshguard_gateway.cli.approval", "List, approve and deny pending approvals."),
+    "alert": ("meshguard_gateway.cli.alert", "Webhook alerts: list delivery attempts, send a test alert."),
     "check": ("meshguard_gateway.cli.check", "Check an action as an agent (audited): exit 0 allowed, 4 refused."),
     "config": ("meshguard_gateway.cli.config", "Show and change CLI settings."),
+    "plugin": ("meshguard_gateway.cli.plugin", "Build MeshGuard's AutoGPT plugin (zip for AutoGPT's plugins folder)."),
 }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from meshguard_gateway.cli._errors import BadArgumentError
+from meshguard_gateway.policy import TIER_ALIASES, TRUST_TIERS
 
 DECISIONS = ("allow", "deny", "approval_required", "rate_limited")
 _EXPECT_ALIASES = {
@@ -47,8 +48,6 @@ _EXPECT_ALIASES = {
 }
 CASE_KEYS = ("name", "agent", "action", "resource", "context", "expect", "description")
 AGENT_KEYS = ("name", "id", "trust", "trustTier", "tags")
-TRUST_ALIASES = {"anonymous": "unverified", "basic": "unverified", "untrusted": "unverified"}
-TRUST_TIERS = ("unverified", "verified", "trusted", "privileged")
 
 
 def normalize_expect(value: Any) -> str | None:
@@ -157,7 +156,7 @@ def parse_agent_spec(value: Any, where: str, name: str | None = None) -> AgentSp
         raise BadArgumentError(f"{where}: the agent needs a 'name'")
     trust = value.get("trust", value.get("trustTier"))
     if trust is not None:
-        trust = TRUST_ALIASES.get(str(trust).lower(), str(trust).lower())
+        trust = TIER_ALIASES.get(str(trust).lower(), str(trust).lower())
         if trust not in TRUST_TIERS:
             raise BadArgumentError(f"{where}: trust {trust!r} is not one of: {', '.join(TRUST_TIERS)}")
     tags = value.get("tags", [])

@@ -21,10 +21,8 @@ from meshguard_gateway.cli._output import (
     styled,
     warn,
 )
+from meshguard_gateway.policy import TIER_ALIASES, TRUST_TIERS
 
-TRUST_TIERS = ("unverified", "verified", "trusted", "privileged")
-# Names MeshGuard's documents use for the lowest tier.
-TIER_ALIASES = {"anonymous": "unverified", "basic": "unverified", "untrusted": "unverified"}
 
 
 def pick(obj: dict[str, Any], *names: str) -> Any:
