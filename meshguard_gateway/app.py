@@ -705,7 +705,8 @@ def create_app(gw: Gateway) -> FastAPI:
         """What would be decided now; counts no rate limit, writes no audit row."""
         body = await read_json_object(request, limit)
         d = gw.test_policy(
-            body.get("agent"), body.get("action"), body.get("resource"), body.get("context"), body.get("policy")
+            body.get("agent"), body.get("action"), body.get("resource"), body.get("context"), body.get("policy"),
+            resolution=await gw.resolve_for(body.get("resource")),
         )
         out = d.to_dict()
         out.setdefault("details", [x.to_dict() for x in d.details])

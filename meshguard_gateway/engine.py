@@ -19,7 +19,9 @@ Decision policy (the contract; docs/policies.md explains it to users):
       condition (or has none), else RATE_LIMITED;
    f. else (nothing matches, ``defaultEffect: allow``) -> ALLOW.
    A rule matches when one of its patterns matches the action (or ``action/resource``)
-   and all its conditions hold.
+   and all its conditions hold. A condition that cannot be checked (conditions.py: no
+   amount, an unreadable command line or URL, an unresolved host) fails closed: the
+   rule applies if it is a deny rule and does not if it is an allow rule.
 4. Across policies, the most severe outcome wins: DENY > RATE_LIMITED >
    APPROVAL_REQUIRED > ALLOW. So a request is allowed only if every applicable policy
    allows it. The deciding policy is the first (in set order) with that outcome.
@@ -37,8 +39,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from meshguard_gateway.conditions import Facts, PublicAddress
 from meshguard_gateway.policy import DENY, Pattern, Policy, PolicySet, Rule
 from meshguard_gateway.ratelimit import LimitCheck, LimitStatus, RateLimiter, SlidingWindowLimiter, describe_window
+from meshguard_gateway.url import Resolution
 
 __all__ = ["Agent", "Decision", "Effect", "Engine", "LimitUsage", "PolicyOutcome", "Request", "RuleMatch", "check_request"]
 
@@ -72,12 +76,14 @@ class Agent:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What is asked. ``context`` carries e.g. ``{"sandbox": True}``."""
+    """What is asked. ``context`` carries e.g. ``{"sandbox": True}``. ``resolution`` is what the
+    gateway's own resolver said about the host of a URL resource (never taken from the client)."""
 
     agent: Agent
     action: str
     resource: str | None = None
     context: Mapping[str, Any] | None = None
+    resolution: Resolution | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +315,7 @@ class _Index:
 class _Matches:
     """What matched in one policy: the lowest pattern order per rule."""
 
-    __slots__ = ("deny", "allow", "approval", "failed", "trace")
+    __slots__ = ("deny", "allow", "approval", "failed", "trace", "notes")
 
     def __init__(self) -> None:
         self.deny: dict[int, tuple[Rule, int]] = {}
@@ -317,6 +323,7 @@ class _Matches:
         self.approval: int | None = None
         self.failed: tuple[int, str] | None = None  # (rule index, note): first allow rule whose condition failed
         self.trace: dict[int, RuleMatch] | None = None  # rule index -> failed condition
+        self.notes: dict[int, str] | None = None  # deny rule index -> why its conditions held (or could not be checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +361,9 @@ class Engine:
         self._index = _Index(entries)
         self._applicable_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._wanted: dict[tuple[int, ...], frozenset[int]] = {}
+        self.needs_resolution = any(
+            isinstance(c, PublicAddress) for p in self._policies for r in p.rules for c in r.checks
+        )  # the gateway resolves URL hosts only for a set with a publicAddress condition
 
     def with_policies(self, policies: PolicySet) -> Engine:
         """A new engine for ``policies`` sharing this engine's rate-limit counters."""
@@ -412,7 +422,7 @@ class Engine:
             self._applicable_cache[key] = found
         return found
 
-    def _match(self, request: Request, applicable: tuple[int, ...], trace: bool) -> dict[int, _Matches]:
+    def _match(self, request: Request, applicable: tuple[int, ...], trace: bool, now: float) -> dict[int, _Matches]:
         action, resource = request.action, request.resource
         subjects = (action,) if resource is None else (action, f"{action}/{resource}")
         wanted = self._wanted.get(applicable) if len(applicable) != len(self._policies) else None
@@ -443,8 +453,15 @@ class Engine:
                         target[rule.index] = (rule, e.order)
                     continue
                 failed = _failed_condition(rule, action, resource, sandboxed)
+                note = None
+                if failed is None and rule.checks:
+                    failed, note = _check_conditions(rule, request, now)
                 if failed is None:
                     target[rule.index] = (rule, e.order)
+                    if note is not None:
+                        if m.notes is None:
+                            m.notes = {}
+                        m.notes[rule.index] = note
                 else:
                     if e.kind == _ALLOW_RULE and (m.failed is None or rule.index < m.failed[0]):
                         m.failed = (rule.index, f"{rule.describe(e.pattern)}: {failed}")
@@ -461,8 +478,10 @@ class Engine:
         if m is None or m.trace is None:
             return ()
         out = dict(m.trace)
+        notes = m.notes or {}
         for rule, order in (*m.deny.values(), *m.allow.values()):
-            out[rule.index] = RuleMatch(rule.label(rule.actions[order]), rule.effect, rule.actions[order].text)
+            out[rule.index] = RuleMatch(rule.label(rule.actions[order]), rule.effect, rule.actions[order].text,
+                                        note=notes.get(rule.index))  # fmt: skip
         listed = [out[i] for i in sorted(out)]
         if m.approval is not None:
             pattern = self._policies[pos].require_approval[m.approval].text
@@ -485,7 +504,7 @@ class Engine:
                 f"denied: no policy applies to agent '{who}' (trust tier {agent.trust_tier or 'none'}, "
                 f"tags: {tags}); nothing is allowed until one does",
             )
-        found = self._match(request, applicable, trace)
+        found = self._match(request, applicable, trace, now)
 
         # The rate-limit counters this request touches.
         checks: list[LimitCheck] = []
@@ -584,6 +603,9 @@ class Engine:
             rule, order = min(m.deny.values(), key=lambda ro: ro[0].index)
             pattern = rule.actions[order]
             reason = f"denied by {rule.describe(pattern)} in policy '{name}'"
+            note = m.notes.get(rule.index) if m.notes is not None else None
+            if note is not None:
+                reason += f" ({note})"
             if rule.reason:
                 reason += f": {rule.reason}"
             return PolicyOutcome(name, Effect.DENY, reason, rule.label(pattern), matched=matched)
@@ -671,3 +693,25 @@ def _failed_condition(rule: Rule, action: str, resource: str | None, sandboxed: 
         got = "true" if sandboxed else "false or unknown"
         return f"condition sandbox: {want} does not hold (context.sandbox is {got})"
     return None
+
+
+def _check_conditions(rule: Rule, request: Request, now: float) -> tuple[str | None, str | None]:
+    """The conditions of conditions.py, fail closed: (why the rule does not apply, None) or
+    (None, a note for a deny rule's reason: why it applies). A condition that cannot be checked
+    stops an allow rule and lets a deny rule apply."""
+    facts = Facts(request.action, request.resource, request.context, now, request.resolution, request.agent.tags)
+    unknown: str | None = None
+    held: str | None = None
+    for condition in rule.checks:
+        holds, note = condition.check(facts)
+        if holds is False:
+            return note or f"condition {condition.name} does not hold", None
+        if holds is None and unknown is None:
+            unknown = note or f"condition {condition.name} cannot be checked"
+        elif holds and note is not None and held is None:
+            held = note
+    if unknown is not None:
+        if rule.effect != DENY:
+            return unknown, None
+        return None, unknown
+    return None, held if rule.effect == DENY else None

@@ -35,7 +35,9 @@ from meshguard_gateway.errors import (
 from meshguard_gateway.events import EventBus, PublishingStore
 from meshguard_gateway.identity import InvalidTokenError, TokenIssuer, new_agent_id, normalize_tier
 from meshguard_gateway.policy import Policy, PolicySet, load_policies, parse_policy
+from meshguard_gateway.url import Resolution
 from meshguard_gateway.ratelimit import SlidingWindowLimiter
+from meshguard_gateway.resolver import DEFAULT_TIMEOUT, resolve_url_host
 from meshguard_gateway.store import (
     AgentRecord,
     Approval,
@@ -357,6 +359,15 @@ class Gateway:
 
     # ---- the check path --------------------------------------------------------------------
 
+    RESOLVE_TIMEOUT = DEFAULT_TIMEOUT  # seconds for the DNS lookup of a URL resource's host
+
+    async def resolve_for(self, resource: object) -> Resolution | None:
+        """The edge of the `publicAddress` condition: resolve a URL resource's host before deciding,
+        only when a policy in force asks for it (the engine never does I/O)."""
+        if not self.engine.needs_resolution:
+            return None
+        return await resolve_url_host(resource, self.RESOLVE_TIMEOUT)
+
     def _event(self, result_decision: Effect | str, agent: AgentRecord, action: str, resource: str | None,
                d: Decision, reason: str, decision_id: str, trace_id: str, now: float,
                approval_id: str | None, context: str | None) -> AuditEvent:  # fmt: skip
@@ -378,7 +389,8 @@ class Gateway:
         agent = self._still_active(agent)
         now = self.clock()
         trace = trace_id or new_trace_id()
-        d = self.engine.decide(Request(self._engine_agents[agent.id], action, resource, context), now)
+        resolution = await self.resolve_for(resource)
+        d = self.engine.decide(Request(self._engine_agents[agent.id], action, resource, context, resolution), now)
         effect = d.effect
         reason = d.reason
         decision_id = new_decision_id()
@@ -702,7 +714,8 @@ class Gateway:
         return policy
 
     def test_policy(
-        self, agent_spec: Any, action: Any, resource: Any, context: Any, policy: Any = None
+        self, agent_spec: Any, action: Any, resource: Any, context: Any, policy: Any = None,
+        resolution: Resolution | None = None,
     ) -> Decision:
         """What the policies would decide now, without counting or auditing."""
         if isinstance(agent_spec, str):
@@ -731,7 +744,7 @@ class Gateway:
             if only is None:
                 raise NotFoundError(f"no policy named {policy!r}; list them with `meshguard policy list`")
             engine = self.engine.with_policies(PolicySet((only,)))  # same counters; explain counts nothing
-        return engine.explain(Request(agent, action, resource, context), self.clock())
+        return engine.explain(Request(agent, action, resource, context, resolution), self.clock())
 
     def allowed_for(self, ref: str) -> list[dict[str, Any]]:
         """Per applicable policy: which patterns it allows, denies, and sends for approval."""

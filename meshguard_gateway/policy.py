@@ -13,17 +13,35 @@ case-sensitive. No other character is special. See docs/policies.md for the sema
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from meshguard_gateway.conditions import (
+    AmountLimit,
+    AnyCommand,
+    CommandPattern,
+    Commands,
+    Condition,
+    ContextValue,
+    Hosts,
+    PublicAddress,
+    ResourceText,
+    Schemes,
+    Tags,
+    TimeRange,
+)
 from meshguard_gateway.errors import PolicyError, Problem
+from meshguard_gateway.url import valid_host_pattern
 
 __all__ = [
     "ALLOW",
@@ -50,6 +68,7 @@ TIER_ALIASES: dict[str, str] = {"untrusted": "unverified", "anonymous": "unverif
 
 POLICY_KEYS = (
     "appliesTo",
+    "audit",
     "defaultEffect",
     "delegation",
     "description",
@@ -60,7 +79,26 @@ POLICY_KEYS = (
     "version",
 )
 RULE_KEYS = ("actions", "conditions", "description", "effect", "id", "reason")
-CONDITION_KEYS = ("rateLimit", "resourcePattern", "sandbox")
+CONDITION_KEYS = (
+    "amount_max",
+    "amount_min",
+    "anyCommand",
+    "commands",
+    "context",
+    "hosts",
+    "publicAddress",
+    "rateLimit",
+    "resource",
+    "resourcePattern",
+    "sandbox",
+    "schemes",
+    "tags",
+    "time_range",
+)
+CONTEXT_OPS = ("in", "matches", "not_in", "not_matches")
+RESOURCE_KEYS = ("contains", "matches", "not_matches", "startsWith")
+_TIME_RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})(?:\s+(\S+))?\s*$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 APPLIES_TO_KEYS = ("agentIds", "tags", "trustTiers")
 LIMIT_KEYS = ("per", "requestsPerHour", "requestsPerMinute")
 HITL_KEYS = ("requireApproval",)
@@ -69,6 +107,9 @@ HITL_KEYS = ("requireApproval",)
 MAX_LIMIT = 1_000_000
 _SPECIAL = frozenset("*?")
 _FORBIDDEN_IN_PATTERN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+# A space may stand inside an object or path (MeshGuard's guides write 'handoff:Billing Specialist'),
+# never in the verb, at either end, next to ':' or '/', or doubled.
+_BAD_SPACE = re.compile(r"^[^:]* [^:]*:|^ | $|[:/] | [:/]|  ")
 _BRACKETS = frozenset("[]{}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTEXT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -189,6 +230,7 @@ class Rule:
     sandbox: bool | None = None
     rate_limit: RateLimit | None = None
     line: int | None = None
+    checks: tuple[Condition, ...] = ()  # the other conditions (conditions.py), in file order
 
     def label(self, pattern: Pattern | str | None = None) -> str:
         """How decisions name the rule: its id, else ``#3 (execute:shell)``."""
@@ -217,6 +259,11 @@ class Rule:
             conditions["sandbox"] = self.sandbox
         if self.rate_limit is not None:
             conditions["rateLimit"] = self.rate_limit.to_dict()
+        for check in self.checks:
+            place = conditions
+            for part in check.path[:-1]:
+                place = place.setdefault(part, {})
+            place[check.path[-1]] = check.value
         if conditions:
             out["conditions"] = conditions
         if self.reason is not None:
@@ -402,7 +449,7 @@ class _Parser:
 
     def mapping(
         self, node: Node, known: tuple[str, ...], what: str, *, rule: str | None = None, key: str | None = None,
-        unknown_word: str = "key",
+        unknown_word: str = "key", any_key: bool = False,
     ) -> dict[str, tuple[Node, Node]] | None:
         """The entries of a mapping node as {key: (key node, value node)}; reports
         non-mappings, non-text keys, duplicate and unknown keys."""
@@ -424,7 +471,7 @@ class _Parser:
                 first = _where(self.yaml_text, out[name][0].start_mark)[0]
                 self.problem(knode, f"duplicate key '{name}' (first given on line {first})", rule=rule, key=full)
                 continue
-            if name not in known:
+            if name not in known and not any_key:
                 full = f"{key}.{_show(name)}" if key else _show(name)
                 self.problem(
                     knode,
@@ -474,7 +521,7 @@ class _Parser:
         if not text:
             self.problem(node, "pattern must not be empty", rule=rule, key=key)
             return None
-        if _FORBIDDEN_IN_PATTERN.search(text):
+        if _FORBIDDEN_IN_PATTERN.search(text.replace(" ", "x")) or (" " in text and _BAD_SPACE.search(text)):
             self.problem(node, f"{what} contains whitespace or control characters", rule=rule, key=key)
             return None
         if _BRACKETS & set(text):
@@ -574,6 +621,231 @@ class _Parser:
             return None
         return tuple(str(n.value) for n in names)
 
+    # -- the conditions of conditions.py (MeshGuard's resource / time_range / amount_*, and ours)
+
+    def condition(self, name: str, knode: Node, vnode: Node, effect: str | None, rule: str) -> list[Condition]:
+        """The parsed condition(s) for one key under ``conditions``; problems are reported."""
+        key = f"conditions.{name}"
+        if name == "resource":
+            return self.resource_conditions(vnode, rule)
+        if name == "time_range":
+            found = self.time_range(vnode, key, rule)
+            return [found] if found is not None else []
+        if name in ("amount_max", "amount_min"):
+            tag = vnode.tag.rsplit(":", 1)[-1] if isinstance(vnode, ScalarNode) else ""
+            number = self.value(vnode) if tag in ("int", "float") else None
+            if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number):
+                self.problem(vnode, f"'{name}' must be a number (compared with the request's context.amount), "
+                             f"got {_kind(vnode)}", rule=rule, key=key)  # fmt: skip
+                return []
+            return [AmountLimit((name,), number, float(number), name == "amount_max")]
+        if name in ("commands", "anyCommand"):
+            wrong = {"commands": DENY, "anyCommand": ALLOW}[name]
+            if effect == wrong:
+                hint = (
+                    "'commands' only applies to allow rules (on a deny rule it would deny only lines made entirely "
+                    "of these commands); to deny a line that runs any of them, use 'anyCommand'"
+                    if name == "commands" else
+                    "'anyCommand' only applies to deny rules (on an allow rule, 'ls; rm -rf ~' would be allowed "
+                    "because 'ls' is listed); to allow only the listed commands, use 'commands'"
+                )  # fmt: skip
+                self.problem(knode, hint, rule=rule, key=key)
+                return []
+            patterns = self.command_patterns(vnode, key, rule)
+            if patterns is None:
+                return []
+            value = [p.text for p in patterns]
+            return [Commands((name,), value, patterns) if name == "commands" else AnyCommand((name,), value, patterns)]
+        if name == "hosts":
+            texts = self.texts(vnode, key, rule, "host names ('example.com', '*.example.com') or IP addresses")
+            if texts is None:
+                return []
+            bad = [(i, t) for i, t in enumerate(texts) if not valid_host_pattern(t.lower())]
+            for i, t in bad:
+                self.problem(_item(vnode, i), f"'{_show(t)}' in '{name}' is not a host name, '*.domain' or an IP address "
+                             "(write hosts without scheme, port or path)", rule=rule, key=key)  # fmt: skip
+            return [] if bad else [Hosts((name,), list(texts), tuple(t.lower() for t in texts))]
+        if name == "schemes":
+            texts = self.texts(vnode, key, rule, "URL schemes ('https')")
+            if texts is None:
+                return []
+            bad = [(i, t) for i, t in enumerate(texts) if not _SCHEME.match(t.lower())]
+            for i, t in bad:
+                self.problem(_item(vnode, i), f"'{_show(t)}' in 'schemes' is not a URL scheme (write 'https', not 'https://')",
+                             rule=rule, key=key)
+            return [] if bad else [Schemes((name,), list(texts), frozenset(t.lower() for t in texts))]
+        if name == "context":
+            return self.context_conditions(vnode, rule)
+        if name == "tags":
+            tags = self.texts(vnode, key, rule, "tags the agent must carry")
+            return [Tags((name,), list(tags), frozenset(tags))] if tags is not None else []
+        if name == "publicAddress":
+            if isinstance(vnode, ScalarNode) and vnode.tag.rsplit(":", 1)[-1] == "bool":
+                want = bool(self.value(vnode))
+                return [PublicAddress((name,), want, want)]
+            self.problem(vnode, f"'publicAddress' must be true or false, got {_kind(vnode)}", rule=rule, key=key)
+            return []
+        raise AssertionError(name)  # CONDITION_KEYS and this method list the same names
+
+    def texts(self, node: Node, key: str, rule: str, what: str) -> tuple[str, ...] | None:
+        """A text or a non-empty list of texts (MeshGuard writes both: ``contains: "rm -rf"``)."""
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        if isinstance(node, SequenceNode) and not node.value:
+            self.problem(node, f"'{key}' is empty; list {what}", rule=rule, key=key)
+            return None
+        out = []
+        for item in items:
+            if not isinstance(item, ScalarNode) or item.tag.rsplit(":", 1)[-1] != "str":
+                self.problem(item, f"'{key}' must be text or a list of text ({what}), got {_kind(item)}",
+                             rule=rule, key=key)
+                return None
+            if not item.value:
+                self.problem(item, f"'{key}' has an empty entry; remove it", rule=rule, key=key)
+                return None
+            if _CONTROL.search(item.value):
+                self.problem(item, f"'{key}' has an entry with control characters: '{_show(item.value)}'",
+                             rule=rule, key=key)
+                return None
+            out.append(str(item.value))
+        return tuple(out)
+
+    def context_conditions(self, node: Node, rule: str) -> list[Condition]:
+        """``context: {field: value}`` or ``{field: {in | not_in | matches | not_matches: ...}}``."""
+        fields = self.mapping(node, (), "'conditions.context'", rule=rule, key="conditions.context",
+                              unknown_word="field", any_key=True)  # fmt: skip
+        if fields is None:
+            return []
+        if not fields:
+            if isinstance(node, MappingNode) and not node.value:
+                self.problem(node, "'conditions.context' is empty; give field: value", rule=rule,
+                             key="conditions.context")
+            return []
+        out: list[Condition] = []
+        for field_name, (_, vnode) in fields.items():
+            key = f"conditions.context.{field_name}"
+            if isinstance(vnode, ScalarNode):
+                tag = vnode.tag.rsplit(":", 1)[-1]
+                if tag not in ("str", "int", "float", "bool"):
+                    self.problem(vnode, f"'{key}' must be text, a number, true/false or a mapping of "
+                                 f"{', '.join(CONTEXT_OPS)}, got {_kind(vnode)}", rule=rule, key=key)  # fmt: skip
+                    continue
+                value = self.value(vnode)
+                out.append(ContextValue(("context", field_name), value, field_name, "equals", (value,)))
+                continue
+            ops = self.mapping(vnode, CONTEXT_OPS, f"'{key}'", rule=rule, key=key, unknown_word="operator")
+            if ops is None:
+                continue
+            if not ops:
+                if isinstance(vnode, MappingNode) and not vnode.value:
+                    self.problem(vnode, f"'{key}' is empty; give one of {', '.join(CONTEXT_OPS)}", rule=rule, key=key)
+                continue
+            for op, (_, onode) in ops.items():
+                okey = f"{key}.{op}"
+                if op in ("matches", "not_matches"):
+                    texts = self.texts(onode, okey, rule, "glob patterns")
+                    if texts is None:
+                        continue
+                    bad_at = next((i for i, t in enumerate(texts) if _BRACKETS & set(t)), None)
+                    if bad_at is not None:
+                        self.problem(_item(onode, bad_at), f"'{okey}' has a pattern with one of '[]{{}}'; only '*' and '?' are "
+                                     "wildcards", rule=rule, key=okey)  # fmt: skip
+                        continue
+                    shown: Any = texts[0] if isinstance(onode, ScalarNode) else list(texts)
+                    out.append(ContextValue(("context", field_name, op), shown, field_name, op,
+                                            tuple(compile_pattern(t) for t in texts)))  # fmt: skip
+                    continue
+                items = onode.value if isinstance(onode, SequenceNode) else None
+                if not items or not all(isinstance(i, ScalarNode) and i.tag.rsplit(":", 1)[-1] in
+                                        ("str", "int", "float", "bool") for i in items):  # fmt: skip
+                    self.problem(onode, f"'{okey}' must be a non-empty list of values, got {_kind(onode)}",
+                                 rule=rule, key=okey)
+                    continue
+                values = [self.value(i) for i in items]
+                out.append(ContextValue(("context", field_name, op), values, field_name, op, tuple(values)))
+        return out
+
+    def resource_conditions(self, node: Node, rule: str) -> list[Condition]:
+        entries = self.mapping(node, RESOURCE_KEYS, "'conditions.resource'", rule=rule, key="conditions.resource")
+        if entries is None:
+            return []
+        if not entries:
+            if isinstance(node, MappingNode) and not node.value:
+                self.problem(node, "'conditions.resource' is empty; give contains, matches, not_matches or startsWith",
+                             rule=rule, key="conditions.resource")
+            return []
+        out: list[Condition] = []
+        for name, (_, vnode) in entries.items():
+            key = f"conditions.resource.{name}"
+            texts = self.texts(vnode, key, rule, "text" if name in ("contains", "startsWith") else "glob patterns")
+            if texts is None:
+                continue
+            value: Any = texts[0] if isinstance(vnode, ScalarNode) else list(texts)
+            if name in ("matches", "not_matches"):
+                bad = [(i, t) for i, t in enumerate(texts) if _BRACKETS & set(t)]
+                for i, t in bad:
+                    self.problem(_item(vnode, i), f"pattern '{_show(t)}' in '{key}' contains one of '[]{{}}'; only '*' and '?' "
+                                 "are wildcards", rule=rule, key=key)  # fmt: skip
+                if bad:
+                    continue
+                out.append(ResourceText(("resource", name), value, texts, tuple(compile_pattern(t) for t in texts)))
+            else:
+                out.append(ResourceText(("resource", name), value, texts))
+        return out
+
+    def time_range(self, node: Node, key: str, rule: str) -> TimeRange | None:
+        usage = "give it as \"HH:MM-HH:MM\", optionally followed by a time zone: \"09:00-18:00 Europe/Paris\""
+        if not isinstance(node, ScalarNode) or node.tag.rsplit(":", 1)[-1] != "str":
+            self.problem(node, f"'time_range' must be text, got {_kind(node)}; {usage}", rule=rule, key=key)
+            return None
+        m = _TIME_RANGE.match(node.value)
+        if m is None:
+            self.problem(node, f"'time_range' '{_show(node.value)}' is not a time range; {usage}", rule=rule, key=key)
+            return None
+        h1, m1, h2, m2 = (int(g) for g in m.groups()[:4])
+        if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2 != 0):
+            self.problem(node, f"'time_range' '{_show(node.value)}' has an hour or minute out of range (00:00 to 24:00)",
+                         rule=rule, key=key)
+            return None
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        if start == end % 1440:
+            self.problem(node, f"'time_range' '{_show(node.value)}' starts when it ends; for all day leave it out",
+                         rule=rule, key=key)
+            return None
+        zone_name = m.group(5) or "UTC"
+        zone: Any = timezone.utc
+        if zone_name not in ("UTC", "Z"):
+            try:
+                zone = ZoneInfo(zone_name)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                self.problem(node, f"'time_range' has an unknown time zone '{_show(zone_name)}' (an IANA name such "
+                             "as Europe/Paris or America/New_York, or UTC)", rule=rule, key=key)  # fmt: skip
+                return None
+        return TimeRange(("time_range",), node.value, start, end, zone, zone_name)
+
+    def command_patterns(self, node: Node, key: str, rule: str) -> tuple[CommandPattern, ...] | None:
+        texts = self.texts(node, key, rule, "commands such as 'git status' or 'ls *'")
+        if texts is None:
+            return None
+        out = []
+        for i, text in enumerate(texts):
+            words = text.split()
+            if not words:
+                self.problem(_item(node, i), f"'{key}' has a blank entry; remove it", rule=rule, key=key)
+                return None
+            if _BRACKETS & set(text):
+                self.problem(_item(node, i), f"command '{_show(text)}' in '{key}' contains one of '[]{{}}'; only '*' and '?' are "
+                             "wildcards", rule=rule, key=key)  # fmt: skip
+                return None
+            if not words[0].strip("*?"):
+                self.problem(_item(node, i), f"command '{_show(text)}' in '{key}' does not name a program; list the programs "
+                             "('git status', 'ls *')", rule=rule, key=key)  # fmt: skip
+                return None
+            rest = len(words) > 1 and words[-1] == "*"
+            args = words[1:-1] if rest else words[1:]
+            out.append(CommandPattern(" ".join(words), compile_pattern(words[0]),
+                                      tuple(compile_pattern(a) for a in args), rest))  # fmt: skip
+        return tuple(out)
+
     # -- the document
 
     def policy(self, root: Node, text: str) -> Policy | None:
@@ -602,6 +874,9 @@ class _Parser:
         approval: tuple[Pattern, ...] = ()
         if "humanInTheLoop" in entries:
             approval = self.human_in_the_loop(entries["humanInTheLoop"][1])
+        if "audit" in entries:
+            self.warn(entries["audit"][0], "warning: 'audit' is accepted but not used: this gateway audits every "
+                      "request (see AUDIT_RETENTION_DAYS)", key="audit")
         delegation = None
         if "delegation" in entries:
             knode, vnode = entries["delegation"]
@@ -707,6 +982,7 @@ class _Parser:
         if "description" in entries:
             description = self.text(entries["description"][1], "description", rule=label)
         resource_pattern = sandbox = rate_limit = None
+        checks: list[Condition] = []
         if "conditions" in entries:
             cond = self.mapping(entries["conditions"][1], CONDITION_KEYS, "'conditions'", rule=label,
                                 key="conditions", unknown_word="condition")
@@ -725,6 +1001,8 @@ class _Parser:
                     if effect == DENY:
                         self.problem(knode, "'rateLimit' only applies to allow rules (a deny rule always denies)",
                                      rule=label, key=key)
+                else:
+                    checks.extend(self.condition(name, knode, vnode, effect, label))
         if len(self.problems) != before or effect is None or actions is None:
             return None
         return Rule(
@@ -738,7 +1016,13 @@ class _Parser:
             sandbox=sandbox,
             rate_limit=rate_limit,
             line=_where(self.yaml_text, node.start_mark)[0],
+            checks=tuple(checks),
         )
+
+
+def _item(node: Node, index: int) -> Node:
+    """The node of entry ``index`` of a text-or-list value, for the location of a problem."""
+    return node.value[index] if isinstance(node, SequenceNode) and index < len(node.value) else node
 
 
 _MAX_DEPTH = 64

@@ -5,7 +5,10 @@ every rule and every pattern, matches globs with a character-by-character recurs
 matcher (no regex, no index), and keeps rate-limit hits in plain lists. Hypothesis
 generates random policies (as YAML, so the parser is exercised too), agents and
 sequences of timed requests; every decision must agree: effect, deciding policy and
-rule, retry-after and limit.
+rule, retry-after and limit. Rules also carry MeshGuard's resource / amount / time_range /
+context / tags conditions, read literally here, with "cannot be checked" failing closed
+(an allow rule does not apply, a deny rule does). The shell and URL conditions have their
+own tests (test_shell.py, test_url.py, test_policy_conditions.py).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def pattern_matches(pattern: str, action: str, resource: str | None) -> bool:
     return glob(pattern, action) or (resource is not None and glob(pattern, action + "/" + resource))
 
 
-def conditions_hold(rule: Rule, action: str, resource: str | None, context: dict[str, Any]) -> bool:
+def conditions_hold(rule: Rule, action: str, resource: str | None, context: dict[str, Any], agent: Agent,
+                    now: float) -> bool:  # fmt: skip
     if rule.resource_pattern is not None:
         if resource is None:
             return False
@@ -51,7 +55,53 @@ def conditions_hold(rule: Rule, action: str, resource: str | None, context: dict
             return False
     if rule.sandbox is not None and rule.sandbox != (context.get("sandbox") is True):
         return False
+    states = [other_condition(c.path, c.value, resource, context, agent, now) for c in rule.checks]
+    if False in states:
+        return False
+    if None in states:  # cannot be checked: fail closed
+        return rule.effect == "deny"
     return True
+
+
+def other_condition(path: tuple[str, ...], value: Any, resource: str | None, context: dict[str, Any], agent: Agent,
+                    now: float) -> bool | None:  # fmt: skip
+    """MeshGuard's resource / amount / time_range / context / tags conditions, read literally:
+    True, False, or None when the request lacks what the condition needs."""
+    values = value if isinstance(value, list) else [value]
+    if path[0] == "resource":
+        if resource is None:
+            return False
+        if path[1] == "contains":
+            return any(v in resource for v in values)
+        if path[1] == "startsWith":
+            return any(resource.startswith(v) for v in values)
+        hit = any(glob(v, resource) for v in values)
+        return hit if path[1] == "matches" else not hit
+    if path[0] in ("amount_max", "amount_min"):
+        amount = context.get("amount")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            return None
+        return amount <= value if path[0] == "amount_max" else amount >= value
+    if path[0] == "time_range":
+        start, end = ((int(x[:2]) * 60 + int(x[3:])) for x in value.split("-"))
+        minute = int(now // 60) % 1440
+        return start <= minute < end if start < end else (minute >= start or minute < end)
+    if path[0] == "context":
+        if path[1] not in context:
+            return None
+        got = context[path[1]]
+        if len(path) == 2:
+            return type(got) is type(value) and got == value
+        if path[2] in ("in", "not_in"):
+            hit = any(type(got) is type(v) and got == v for v in values)
+            return hit if path[2] == "in" else not hit
+        if not isinstance(got, str):
+            return None
+        hit = any(glob(v, got) for v in values)
+        return hit if path[2] == "matches" else not hit
+    if path[0] == "tags":
+        return all(t in agent.tags for t in values)
+    raise AssertionError(f"no reference for condition {path}")
 
 
 def applies(policy: Policy, agent: Agent) -> bool:
@@ -112,7 +162,8 @@ class Reference:
             def label(rule: Rule) -> str:
                 return rule.id if rule.id is not None else f"#{rule.index} ({first_pattern(rule)})"
 
-            matching = [r for r in p.rules if first_pattern(r) is not None and conditions_hold(r, action, resource, context)]
+            matching = [r for r in p.rules if first_pattern(r) is not None
+                        and conditions_hold(r, action, resource, context, agent, now)]  # fmt: skip
             denies = [r for r in matching if r.effect == "deny"]
             allows = [r for r in matching if r.effect == "allow"]
             approval = any(pattern_matches(a.text, action, resource) for a in p.require_approval)
@@ -169,6 +220,7 @@ limits = st.fixed_dictionaries(
     {}, optional={"requestsPerMinute": st.integers(1, 3), "requestsPerHour": st.integers(2, 4)}
 ).filter(bool)
 TAGS = ["t1", "t2", "t3"]
+TEXTS = ["a", "b.txt", "*.txt", "a*", "/", "ws"]
 TIERS = ["unverified", "verified", "trusted"]
 
 
@@ -183,6 +235,21 @@ def rules(draw: st.DrawFn) -> dict[str, Any]:
         conditions["sandbox"] = draw(st.booleans())
     if effect == "allow" and draw(st.integers(0, 2)) == 0:
         conditions["rateLimit"] = draw(limits)
+    if draw(st.integers(0, 3)) == 0:
+        conditions["resource"] = draw(st.dictionaries(
+            st.sampled_from(["contains", "startsWith", "matches", "not_matches"]),
+            st.one_of(st.sampled_from(TEXTS), st.lists(st.sampled_from(TEXTS), min_size=1, max_size=2)),
+            min_size=1, max_size=2))  # fmt: skip
+    if draw(st.integers(0, 3)) == 0:
+        conditions[draw(st.sampled_from(["amount_max", "amount_min"]))] = draw(st.sampled_from([0, 5, 10.5]))
+    if draw(st.integers(0, 4)) == 0:
+        conditions["time_range"] = draw(st.sampled_from(["00:10-00:30", "00:20-02:00", "23:00-00:20"]))
+    if draw(st.integers(0, 4)) == 0:
+        conditions["context"] = {"channel": draw(st.one_of(
+            st.sampled_from(["slack", "sms"]), st.fixed_dictionaries({"in": st.just(["slack", "mail"])}),
+            st.fixed_dictionaries({"not_matches": st.just("s*")})))}  # fmt: skip
+    if draw(st.integers(0, 5)) == 0:
+        conditions["tags"] = draw(st.lists(st.sampled_from(TAGS), min_size=1, max_size=2, unique=True))
     if conditions:
         rule["conditions"] = conditions
     if draw(st.integers(0, 4)) == 0:
@@ -236,7 +303,9 @@ AGENTS = [
 ]
 actions = st.builds(lambda v, o: f"{v}:{o}", st.sampled_from(VERBS + ["delete"]), st.sampled_from(OBJECTS))
 resources = st.sampled_from([None, "a", "a/b.txt", "x.txt", "ws/a", "sys/a/b", "../x", "a/b/c", "*"])
-contexts = st.sampled_from([{}, {"sandbox": True}, {"sandbox": False}])
+contexts = st.sampled_from([{}, {"sandbox": True}, {"sandbox": False}, {"amount": 5}, {"amount": 10.5},
+                            {"amount": 11, "channel": "slack"}, {"amount": "5"}, {"channel": "sms"},
+                            {"channel": "mail", "sandbox": True}, {"channel": 1}])  # fmt: skip
 steps = st.sampled_from([0.0, 0.0, 0.5, 1.0, 1.0, 30.0, 59.5, 60.0, 61.0, 3599.0, 3600.0])
 agents = st.one_of(st.sampled_from(AGENTS[:2]), st.sampled_from(AGENTS))  # repeat agents to fill counters
 requests = st.tuples(agents, actions, resources, contexts, steps)

@@ -83,7 +83,8 @@ def assert_usable(policies: PolicySet) -> None:
         json.dumps(p.to_dict())
     engine = Engine(policies)
     for action, resource in (("read:workspace", "a.txt"), ("execute:shell", "ls"), ("send:email", None),
-                             ("write:workspace", "x/y"), ("weird:thing", "*")):  # fmt: skip
+                             ("write:workspace", "x/y"), ("weird:thing", "*"), ("browse:web", "https://a.example/x"),
+                             ("execute:shell", "ls; rm $(x) > y"), ("write:refund", "1")):  # fmt: skip
         d = engine.decide(Request(AGENT, action, resource, {"sandbox": True}), time.time())
         assert d.effect.value in ("allow", "deny", "rate_limited", "approval_required")
         engine.explain(Request(AGENT, action, resource, None), time.time())
@@ -93,10 +94,14 @@ def assert_usable(policies: PolicySet) -> None:
 
 KEYS = ["name", "version", "description", "appliesTo", "rules", "defaultEffect", "rateLimits", "humanInTheLoop",
         "effect", "actions", "conditions", "resourcePattern", "sandbox", "rateLimit", "requestsPerMinute",
-        "requestsPerHour", "requireApproval", "tags", "trustTiers", "agentIds", "id", "reason", "agents", "x"]  # fmt: skip
+        "requestsPerHour", "requireApproval", "tags", "trustTiers", "agentIds", "id", "reason", "agents", "x",
+        "resource", "contains", "matches", "not_matches", "startsWith", "time_range", "amount_max", "amount_min",
+        "commands", "anyCommand", "hosts", "schemes", "publicAddress", "context", "in", "not_in", "audit"]  # fmt: skip
 WORDS = ["allow", "deny", "read:*", "*:*", "write:workspace/*", "execute:shell", "a", "", "*", "**", "read",
          ":", "verb:", ":obj", "a:b/../c", "a:b\x00", "verified", "autogpt", "workspace/*", "1.0", "x" * 300,
-         "[", "{", "é", "\u2025", "read:[a-z]", "read:{a,b}", "read:?", "-1", "0", "true", "null"]  # fmt: skip
+         "[", "{", "é", "\u2025", "read:[a-z]", "read:{a,b}", "read:?", "-1", "0", "true", "null",
+         "09:00-18:00", "22:00-06:00 Europe/Paris", "9-5", "git status", "ls *", "* x", "*.example.com", "https",
+         "https://", "handoff:Billing Specialist"]  # fmt: skip
 scalars = st.one_of(st.sampled_from(WORDS), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
                     st.booleans(), st.none(), st.text(max_size=20))  # fmt: skip
 trees = st.recursive(

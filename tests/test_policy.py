@@ -119,7 +119,7 @@ VALIDATION_CASES = [
     ),
     pytest.param(
         "name: p\nrule: []\nrules: []\n",
-        ["p.yaml:2:1: unknown key 'rule' in the policy (known: appliesTo, defaultEffect, delegation, "
+        ["p.yaml:2:1: unknown key 'rule' in the policy (known: appliesTo, audit, defaultEffect, delegation, "
          "description, humanInTheLoop, name, rateLimits, rules, version)"],
         id="unknown-top-level-key",
     ),
@@ -177,7 +177,7 @@ VALIDATION_CASES = [
     ),
     pytest.param(
         "name: p\nrules:\n  - effect: allow\n    actions: [\"a:b\"]\n    conditions:\n      sandbx: true\n",
-        ["p.yaml:6:7: rule 1: unknown condition 'sandbx' in 'conditions' (known: rateLimit, resourcePattern, sandbox)"],
+        ["p.yaml:6:7: rule 1: unknown condition 'sandbx' in 'conditions' (known: amount_max, amount_min, anyCommand, commands, context, hosts, publicAddress, rateLimit, resource, resourcePattern, sandbox, schemes, tags, time_range)"],
         id="unknown-condition",
     ),
     pytest.param(
@@ -247,7 +247,7 @@ VALIDATION_CASES = [
     ),
     pytest.param(
         "base: &b {effect: allow}\nname: p\nrules:\n  - <<: *b\n    actions: [\"a:b\"]\n",
-        ["p.yaml:1:1: unknown key 'base' in the policy (known: appliesTo, defaultEffect, delegation, "
+        ["p.yaml:1:1: unknown key 'base' in the policy (known: appliesTo, audit, defaultEffect, delegation, "
          "description, humanInTheLoop, name, rateLimits, rules, version)",
          "p.yaml:4:5: rule 1: YAML merge keys ('<<') are not supported; write the keys out",
          "p.yaml:4:5: rule 1: missing required key 'effect' ('allow' or 'deny')"],
@@ -329,7 +329,7 @@ def test_policy_reports_every_problem_at_once_with_rule_and_key() -> None:
     ]
     assert str(info.value).splitlines() == [
         "policies/autogpt.yaml:9:7: rule 2 ('deny-shell'): unknown condition 'sandbx' in 'conditions' "
-        "(known: rateLimit, resourcePattern, sandbox)",
+        "(known: amount_max, amount_min, anyCommand, commands, context, hosts, publicAddress, rateLimit, resource, resourcePattern, sandbox, schemes, tags, time_range)",
         "policies/autogpt.yaml:10:13: rule 3: 'effect' must be 'allow' or 'deny', got text 'maybe'",
         "policies/autogpt.yaml:11:14: rule 3: 'actions' is empty; list at least one 'verb:object' pattern",
         "policies/autogpt.yaml:12:16: 'defaultEffect' must be 'allow' or 'deny', got text 'block'",

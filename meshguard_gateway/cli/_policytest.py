@@ -394,7 +394,12 @@ class OfflineDecider:
                 ),
             )
         agent = Agent(id=spec.id or spec.name, name=spec.name, trust_tier=spec.trust or "unverified", tags=spec.tags)
-        request = Request(agent, case.action, case.resource, dict(case.context))
+        resolution = None
+        if getattr(self.engine, "needs_resolution", False):  # the publicAddress condition: resolve here, as a gateway would
+            from meshguard_gateway.resolver import resolve_url_host_sync
+
+            resolution = resolve_url_host_sync(case.resource)
+        request = Request(agent, case.action, case.resource, dict(case.context), resolution)
         decision = self.engine.explain(request, time.time())
         effect = getattr(decision, "effect", None)
         extra: dict[str, Any] = {}
