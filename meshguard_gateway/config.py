@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +63,8 @@ class Settings:
     alert_coalesce_seconds: float = 60.0
     alert_concurrency: int = 4
     alert_shutdown_grace_seconds: float = 5.0
+    # the proxies whose X-Forwarded-For/-Proto are believed (None: nobody's); see forwarded_allow_ips()
+    forwarded_allow_ips: str | None = None
 
     @property
     def database(self) -> Path:
@@ -160,7 +163,29 @@ def load_settings(env: Mapping[str, str] | None = None, **flags: Any) -> Setting
     if (v := pick("admin_token", "ADMIN_TOKEN")) is not None:
         values["admin_token"] = v
     values.update(_alert_settings(pick))
+    if (v := pick("forwarded_allow_ips", "FORWARDED_ALLOW_IPS")) is not None:
+        values["forwarded_allow_ips"] = forwarded_allow_ips(v)
     return Settings(**values)
+
+
+def forwarded_allow_ips(raw: str) -> str:
+    """FORWARDED_ALLOW_IPS: the addresses (or networks) of the proxies in front of the gateway, comma
+    separated, or ``*``. Only from them are X-Forwarded-For (the client address the console's sign-in
+    limit counts) and X-Forwarded-Proto (https) believed; unset, nobody's are."""
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if items == ["*"]:
+        return "*"
+    for item in items:
+        try:
+            ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"FORWARDED_ALLOW_IPS: {item!r} is not an IP address or network; list your proxies' "
+                "addresses separated by commas (e.g. 127.0.0.1,10.0.0.0/8), or * for any"
+            ) from None
+    if not items:
+        raise ConfigError("FORWARDED_ALLOW_IPS is empty; unset it, or list your proxies' addresses")
+    return ",".join(items)
 
 
 def _read_or_create_secret(path: Path, what: str, env_name: str) -> str:

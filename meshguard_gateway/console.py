@@ -13,10 +13,17 @@ Security model (docs/console.md says it for operators):
   cookie (HttpOnly, SameSite=Strict, Secure over https, 8 hours). Sessions live in this process
   (server-side state; the cookie holds only a random id signed with a per-process key), so logout
   and expiry are real, and a restart signs everyone out.
+- Every console request must name, in its Host header, an address this gateway is served at (an IP
+  address, localhost, its configured host or machine name on its port, or ALERT_GATEWAY_URL), so a
+  DNS-rebinding page (evil.example now pointing at 127.0.0.1) is refused before anything happens.
 - Every change (sign-in included) must come from a page of this console: its Origin (or Referer)
   must be this gateway's own, and changes made while signed in carry the session's CSRF token.
-- Failed sign-ins are rate limited per client address and overall, with the engine's own exact
-  sliding-window limiter.
+- Failed sign-ins are rate limited per client address (the socket's peer: forwarded headers count
+  only from FORWARDED_ALLOW_IPS) and overall, with the engine's own exact sliding-window limiter.
+  An address over its limit is refused even with the right token; over the overall limit only
+  failures are refused, so nobody can keep the operator out by failing on purpose.
+- Open live streams re-check their session at every message and keep-alive and end when it is
+  signed out (at once) or expired.
 - The operator is recorded as ``console:<name>`` (``decided_by`` of an approval). Everyone who holds
   the admin token can call themselves anything: the name is an honest label, not an identity.
 """
@@ -25,17 +32,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from ipaddress import ip_address
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -63,6 +73,7 @@ DECISIONS = ("allow", "deny", "rate_limited", "approval_required")
 # Failed sign-ins: per client address, and for all addresses together (a spread-out guesser).
 SIGNIN_PER_ADDRESS = ((60.0, 5), (3600.0, 20))
 SIGNIN_OVERALL = ((60.0, 30),)
+MAX_STREAMS_PER_SESSION = 8  # live feeds and approval lists open at once, per signed-in browser
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -135,6 +146,10 @@ class SessionStore:
             return None
         return session
 
+    def valid(self, session: ConsoleSession) -> bool:
+        """Whether ``session`` is still signed in and unexpired (open live streams ask this)."""
+        return self._sessions.get(session.id) is session and session.expires_at > self._clock()
+
     def drop(self, session: ConsoleSession) -> None:
         self._sessions.pop(session.id, None)
 
@@ -153,11 +168,19 @@ class SignInLimiter:
     def _checks(address: str) -> list[LimitCheck]:
         return [LimitCheck(("signin", address), SIGNIN_PER_ADDRESS), LimitCheck(("signin",), SIGNIN_OVERALL)]
 
-    def retry_after(self, address: str) -> float | None:
-        """Seconds until this address may try again, or None when it may try now."""
-        statuses = self._limiter.peek(self._checks(address), self._clock())
+    def _wait(self, check: LimitCheck) -> float | None:
+        statuses = self._limiter.peek([check], self._clock())
         waits = [s.retry_after for s in statuses if s.over]
         return max(waits) if waits else None
+
+    def retry_after(self, address: str) -> float | None:
+        """Seconds until this address may try again (right token or not), or None when it may try now."""
+        return self._wait(self._checks(address)[0])
+
+    def overall_retry_after(self) -> float | None:
+        """Seconds until failures from anywhere are answered again, or None. The right token is let in
+        regardless: otherwise anyone able to fail 30 times a minute could keep the operators out."""
+        return self._wait(self._checks("")[1])
 
     def failed(self, address: str) -> None:
         self._limiter.check_and_hit(
@@ -244,17 +267,20 @@ def sse_message(event: str, data: str) -> bytes:
 
 async def feed_messages(
     sub: Subscription, render: Callable[[GatewayEvent], list[bytes]], gap: Callable[[int], bytes],
-    keepalive: float = KEEPALIVE_SECONDS,
+    keepalive: float = KEEPALIVE_SECONDS, still_valid: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[bytes]:  # fmt: skip
     """The messages for one browser: what ``render`` makes of each event, a ``gap`` message as soon
     as events were dropped because the browser fell behind (with how many), and a comment line
-    every ``keepalive`` seconds of quiet (so a dead connection is noticed). Never ends by itself."""
+    every ``keepalive`` seconds of quiet (so a dead connection is noticed). Ends as soon as
+    ``still_valid()`` (the session, asked before every message and keep-alive) is false."""
     reported = 0
-    while True:
+    while still_valid():
         try:
             event: GatewayEvent | None = await asyncio.wait_for(sub.get(), timeout=keepalive)
         except asyncio.TimeoutError:
             event = None
+        if not still_valid():
+            return
         if sub.missed > reported:
             yield gap(sub.missed - reported)
             reported = sub.missed
@@ -267,18 +293,19 @@ async def feed_messages(
 
 class EventStream(Response):
     """A text/event-stream answer that ends, and closes its subscription, when the browser goes
-    away (a task listens for the ASGI disconnect while another sends the messages) or when the
-    gateway stops (``closing`` is set; the server does not wait for open feeds)."""
+    away (a task listens for the ASGI disconnect while another sends the messages), when the
+    messages end (the session is no longer valid), or when one of ``ends`` is set (the gateway
+    stops: the server does not wait for open feeds; the session is signed out)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, sub: Subscription, messages: AsyncIterator[bytes], closing: asyncio.Event,
+    def __init__(self, sub: Subscription, messages: AsyncIterator[bytes], ends: list[asyncio.Event],
                  on_close: Callable[[], None] | None = None) -> None:  # fmt: skip
         super().__init__(content=None, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # open-ended
         self.sub = sub
         self.messages = messages
-        self.closing = closing
+        self.ends = ends
         self.on_close = on_close
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -291,20 +318,21 @@ class EventStream(Response):
             await send({"type": "http.response.body", "body": b"retry: 3000\n\n", "more_body": True})
             async for chunk in self.messages:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def until_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
         tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(until_disconnect()),
-                 asyncio.ensure_future(self.closing.wait())]  # fmt: skip
+                 *(asyncio.ensure_future(end.wait()) for end in self.ends)]  # fmt: skip
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if not task.cancelled() and task.exception() is not None and not isinstance(
                         task.exception(), OSError):  # fmt: skip
                     log.warning("live feed ended: %s", task.exception())
-            if tasks[2] in done and started:  # the gateway is stopping: end the answer cleanly
+            if started and not done & set(tasks[:2]):  # stopping or signed out: end the answer cleanly
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             for task in tasks:
@@ -364,7 +392,52 @@ def check_origin(request: Request) -> None:
 
 
 def client_address(request: Request) -> str:
+    """The socket's peer; uvicorn replaces it with X-Forwarded-For only from FORWARDED_ALLOW_IPS."""
     return request.client.host if request.client is not None else "unknown"
+
+
+class HostCheck:
+    """The Host header names this console answers to. A DNS-rebinding page (evil.example, now
+    resolving to this machine) sends Host and Origin both evil.example, which would pass the origin
+    check and count failed sign-ins; only names no web page can re-point are accepted: IP addresses
+    and ``localhost`` (any port: a port-mapped container), the configured HOST and this machine's
+    name on the port the gateway listens on, and the public URL (ALERT_GATEWAY_URL, e.g. a proxy)."""
+
+    def __init__(self, bind_host: str, public_url: str | None) -> None:
+        names = {"localhost", socket.gethostname().lower(), bind_host.strip("[]").lower()}
+        self.names = names - {"", "0.0.0.0", "::"}
+        self.public: tuple[str, int | None] | None = None
+        if public_url:
+            parts = urlsplit(public_url)
+            with contextlib.suppress(ValueError):  # a bad port: no public name
+                self.public = ((parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(parts.scheme))
+
+    def allows(self, host: str | None, scheme: str, server_port: int | None) -> bool:
+        if not host or any(c in host for c in "@/\\?# ") or not host.isascii():
+            return False
+        try:
+            parts = urlsplit("//" + host)
+            name, port = (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            return False
+        if not name:
+            return False
+        if self.public is not None and (name, port) == self.public:
+            return True
+        if name == "localhost" or _is_ip(name):
+            return True
+        return name in self.names and port == server_port
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def secure(response: Response) -> Response:
@@ -373,13 +446,24 @@ def secure(response: Response) -> Response:
     return response
 
 
+# Printable ASCII without space: what may stand in a Location header as it is.
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+_NEXT = re.compile(r"^/console/[\x21-\x7e]*$")
+
+
+def ascii_url(url: str) -> str:
+    """``url`` with everything but printable ASCII percent-encoded (existing escapes kept)."""
+    return quote(url, safe=_URL_SAFE)
+
+
 def redirect(to: str) -> Response:
-    return secure(Response(status_code=303, headers={"Location": to, "Cache-Control": "no-store"}))
+    return secure(Response(status_code=303, headers={"Location": ascii_url(to), "Cache-Control": "no-store"}))
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a console path only (never another site)."""
-    if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
+    """Where to go after signing in: a console path only (never another site), in printable ASCII
+    (no control characters: a CR/LF would break the Location header)."""
+    if target and _NEXT.match(target) and "\\" not in target:
         return target
     return f"{PREFIX}/feed"
 
@@ -394,10 +478,13 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
     env = Environment(loader=FileSystemLoader(str(_HERE / "templates" / "console")),
                       autoescape=select_autoescape(default=True, default_for_string=True))  # fmt: skip
     env.globals["prefix"] = PREFIX
+    env.filters["path_segment"] = lambda value: quote(str(value), safe="")  # '/' too (urlencode keeps it)
     sessions = SessionStore(gw.clock)
     signins = SignInLimiter(gw.clock)
+    hosts = HostCheck(gw.settings.host, gw.settings.alert_gateway_url)
     live = {"feed": 0}
     closing = asyncio.Event()
+    streams: dict[str, set[asyncio.Event]] = {}  # session id -> the end signals of its open live streams
     app.state.console_sessions = sessions
     # server.py calls this when the gateway stops, so that open live feeds end at once
     app.state.stop_live_streams = closing.set
@@ -424,7 +511,9 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
             if session is None:
                 if request.headers.get("hx-request") or request.url.path.endswith("/events"):
                     return secure(Response("sign in first", status_code=401, media_type="text/plain"))
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                raw_path = request.scope.get("raw_path")  # as sent: a '/' inside a trace id stays %2F
+                path = raw_path.decode("latin-1") if raw_path else request.url.path
+                target = ascii_url(path) + (f"?{request.url.query}" if request.url.query else "")
                 return redirect(f"{PREFIX}/login?{urlencode({'next': target})}")
             try:
                 return await handler(request, session)
@@ -450,7 +539,33 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         return run
 
     def route(path: str, methods: list[str], endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-        app.add_api_route(PREFIX + path, endpoint, methods=methods, include_in_schema=False)
+        async def checked(request: Request) -> Response:
+            server = request.scope.get("server")
+            if not hosts.allows(request.headers.get("host"), request.url.scheme, server[1] if server else None):
+                host = request.headers.get("host", "")
+                log.warning("console: refused a request for host %r (not an address of this gateway)", host[:100])
+                return render("error.html", request, None, 421, message=(
+                    f"this gateway is not served at {host[:100]!r}: open the console at its own address "
+                    "(behind a proxy, set ALERT_GATEWAY_URL to the address people use)"))  # fmt: skip
+            return await endpoint(request)
+
+        checked.__name__ = endpoint.__name__
+        app.add_api_route(PREFIX + path, checked, methods=methods, include_in_schema=False)
+
+    def open_stream(session: ConsoleSession) -> asyncio.Event:
+        """The signal that ends a new live stream of ``session`` when it signs out (capped per session)."""
+        mine = streams.setdefault(session.id, set())
+        if len(mine) >= MAX_STREAMS_PER_SESSION:
+            raise ConsoleRefusal(429, f"this browser has {len(mine)} live views open; close some tabs")
+        end = asyncio.Event()
+        mine.add(end)
+        return end
+
+    def close_stream(session: ConsoleSession, end: asyncio.Event) -> None:
+        mine = streams.get(session.id, set())
+        mine.discard(end)
+        if not mine:
+            streams.pop(session.id, None)
 
     # ---- static files ------------------------------------------------------------------------
 
@@ -482,20 +597,27 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
             return render("login.html", request, None, exc.status, error=exc.message, next=safe_next(None))
         target = safe_next(form.get("next"))
         name = form.get("operator", "").strip()
-        wait = signins.retry_after(address)
-        if wait is not None:
+
+        def too_many(wait: float) -> Response:
             seconds = max(1, int(wait + 0.999))
             response = render("login.html", request, None, 429, operator=name, next=target,
                               error=f"too many failed sign-ins; try again in {seconds} s")  # fmt: skip
             response.headers["Retry-After"] = str(seconds)
             return response
+
+        wait = signins.retry_after(address)
+        if wait is not None:  # this address: refused even with the right token (a guesser learns nothing)
+            return too_many(wait)
         if not _OPERATOR.match(name):
             return render("login.html", request, None, 400, operator=name, next=target,
                           error="give your name (1-64 letters, digits, spaces, '.', '_', '-', '@'), "
                                 "so that your approvals are recorded as yours")  # fmt: skip
+        overall = signins.overall_retry_after()  # everyone together: only failures are refused
         if not admin_token_matches(form.get("token") or None, gw.settings.admin_token or ""):
             signins.failed(address)
             log.warning("console: failed sign-in from %s", address)
+            if overall is not None:
+                return too_many(overall)
             return render("login.html", request, None, 401, operator=name, next=target,
                           error="that is not the admin token of this gateway")  # fmt: skip
         session, cookie = sessions.create(f"console:{name}")
@@ -507,6 +629,8 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
 
     async def logout(request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
         sessions.drop(session)
+        for end in streams.pop(session.id, set()):  # its open live streams end now
+            end.set()
         log.info("console: %s signed out", session.operator)
         response = redirect(f"{PREFIX}/login")
         response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict",
@@ -549,13 +673,16 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         def gap(missed: int) -> bytes:
             return sse_message("gap", fragment("feed_gap.html", missed=missed, reload=reload))
 
+        end = open_stream(session)
         sub = gw.events.subscribe(f"console feed ({session.operator})", FEED_QUEUE_SIZE)
         live["feed"] += 1
 
         def closed() -> None:
             live["feed"] -= 1
+            close_stream(session, end)
 
-        return secure(EventStream(sub, feed_messages(sub, render_event, gap), closing, on_close=closed))
+        messages = feed_messages(sub, render_event, gap, still_valid=lambda: sessions.valid(session))
+        return secure(EventStream(sub, messages, [closing, end], on_close=closed))
 
     route("/feed", ["GET"], page(feed))
     route("/feed/events", ["GET"], page(feed_events))
@@ -572,7 +699,7 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         return render("trace.html", request, session, trace=trace_id, rows=rows, counts=counts,
                       agents=sorted({r["agent"] for r in rows if r["agent"]}))  # fmt: skip
 
-    route("/traces/{trace_id}", ["GET"], page(trace))
+    route("/traces/{trace_id:path}", ["GET"], page(trace))  # a trace id may hold '/'
 
     # ---- agents ------------------------------------------------------------------------------
 
@@ -630,9 +757,11 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         def render_event(event: GatewayEvent) -> list[bytes]:
             return [sse_message("changed", "")] if event.approval is not None else []
 
+        end = open_stream(session)
         sub = gw.events.subscribe(f"console approvals ({session.operator})", 100)
-        return secure(EventStream(sub, feed_messages(sub, render_event, lambda _: sse_message("changed", "")),
-                                  closing))  # fmt: skip
+        messages = feed_messages(sub, render_event, lambda _: sse_message("changed", ""),
+                                 still_valid=lambda: sessions.valid(session))  # fmt: skip
+        return secure(EventStream(sub, messages, [closing, end], on_close=lambda: close_stream(session, end)))
 
     async def decide(request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
         verdict = form.get("verdict")

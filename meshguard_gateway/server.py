@@ -140,6 +140,10 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         # Agents keep one connection and may pause for a long LLM call between commands; closing
         # idle connections after uvicorn's 5 s invites a client to send on a socket being closed.
         timeout_keep_alive=75,
+        # X-Forwarded-For/-Proto only from the proxies FORWARDED_ALLOW_IPS names: by default any local
+        # process could choose its own client address (the console's sign-in limit counts by address).
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
     )  # fmt: skip
     server = _Server(config, announce)
     server.stop_live_streams = getattr(app.state, "stop_live_streams", None)

@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meshguard_gateway.config import Settings, prepare_state
-from meshguard_gateway.console import feed_messages, sse_message
+from meshguard_gateway.config import Settings, load_settings, prepare_state
+from meshguard_gateway.console import MAX_STREAMS_PER_SESSION, SESSION_SECONDS, SessionStore, feed_messages, sse_message
 from meshguard_gateway.engine import Agent, Engine, Request
+from meshguard_gateway.errors import ConfigError
 from meshguard_gateway.gateway import Gateway
 from meshguard_gateway.policy import PolicySet, parse_policy
 from meshguard_gateway.store import SQLiteStore
@@ -96,8 +97,10 @@ def test_console_sign_in_sets_a_strict_session_cookie_and_a_wrong_token_gets_non
     assert ADMIN_TOKEN not in cookie
 
 
-def test_console_cookie_is_secure_when_served_over_https(gateway: LiveGateway) -> None:
-    """Behind a TLS-terminating proxy on the same host (X-Forwarded-Proto from 127.0.0.1)."""
+def test_console_cookie_is_secure_when_served_over_https(start_gateway: Callable[..., LiveGateway]) -> None:
+    """Behind a TLS-terminating proxy on the same host (X-Forwarded-Proto from 127.0.0.1, trusted
+    because FORWARDED_ALLOW_IPS says so)."""
+    gateway = start_gateway(env={"FORWARDED_ALLOW_IPS": "127.0.0.1"})
     https_origin = gateway.url.replace("http://", "https://")
     resp = httpx.post(gateway.url + "/console/login", data={"operator": "alice", "token": ADMIN_TOKEN},
                       headers={"Origin": https_origin, "X-Forwarded-Proto": "https"})  # fmt: skip
@@ -269,11 +272,16 @@ def test_console_feed_streams_matching_decisions_and_lets_go_of_a_closed_browser
         time.sleep(0.05)
 
 
+def _core_settings(tmp_path: Path) -> Settings:
+    """Settings for a gateway core run inside the test (no HTTP server)."""
+    return prepare_state(Settings(state_dir=tmp_path / "s", policies_dir=POLICIES, jwt_secret=JWT_SECRET,
+                                  admin_token=ADMIN_TOKEN, db_path=tmp_path / "m.db"))  # fmt: skip
+
+
 def test_console_feed_tells_a_browser_that_fell_behind_how_many_events_it_missed(tmp_path: Path) -> None:
     """The gap message, on a real gateway core: a listener whose queue overflowed hears how many
     events it missed, then the live events again."""
-    settings = prepare_state(Settings(state_dir=tmp_path / "s", policies_dir=POLICIES, jwt_secret=JWT_SECRET,
-                                      admin_token=ADMIN_TOKEN, db_path=tmp_path / "m.db"))  # fmt: skip
+    settings = _core_settings(tmp_path)
 
     async def go() -> list[bytes]:
         gw = Gateway(settings, SQLiteStore(settings.database))
@@ -371,3 +379,231 @@ def test_console_feed_filter_trace_view_and_statistics_show_what_the_audit_trail
     chart = json.loads(data.group(1))
     assert chart["top_denied"][0] == {"action": "execute:shell", "count": 2}
     assert sum(h["allowed"] for h in chart["hourly"]) == 1 and sum(h["denied"] for h in chart["hourly"]) == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Review findings (F2-F4 and the trace link): each test below failed before its fix
+# --------------------------------------------------------------------------------------------
+
+
+def _from(address: str, gw: LiveGateway) -> httpx.Client:
+    """A client whose connections come from ``address`` (any 127.x.y.z is this machine's loopback):
+    distinct real client addresses, the only kind the gateway may trust."""
+    return httpx.Client(base_url=gw.url, timeout=30, transport=httpx.HTTPTransport(local_address=address))
+
+
+def _attempt(client: httpx.Client, gw: LiveGateway, token: str, **headers: str) -> httpx.Response:
+    return client.post("/console/login", data={"operator": "mallory", "token": token},
+                       headers={"Origin": gw.url, **headers})  # fmt: skip
+
+
+def test_console_sign_in_limit_counts_the_real_address_not_a_forwarded_one(gateway: LiveGateway) -> None:
+    """Without FORWARDED_ALLOW_IPS, X-Forwarded-For/-Proto are ignored: a local process cannot pick
+    a fresh "address" for every guess, nor make the gateway think it is served over https."""
+    client = httpx.Client(base_url=gateway.url, timeout=30)
+    for i in range(5):
+        assert _attempt(client, gateway, "guess", **{"X-Forwarded-For": f"10.0.0.{i}"}).status_code == 401
+    limited = _attempt(client, gateway, "guess", **{"X-Forwarded-For": "10.0.0.99"})
+    assert limited.status_code == 429
+    https = httpx.post(gateway.url + "/console/login", data={"operator": "alice", "token": ADMIN_TOKEN},
+                       headers={"Origin": gateway.url, "X-Forwarded-Proto": "https"})  # fmt: skip
+    assert https.status_code == 429  # the same (real) address, still limited
+    other = _from("127.0.0.2", gateway)
+    plain = other.post("/console/login", data={"operator": "alice", "token": ADMIN_TOKEN},
+                       headers={"Origin": gateway.url, "X-Forwarded-Proto": "https"})  # fmt: skip
+    assert plain.status_code == 303
+    assert "secure" not in {a.strip().lower() for a in plain.headers["set-cookie"].split(";")}
+
+
+def test_console_overall_sign_in_limit_refuses_failures_but_lets_the_right_token_in(gateway: LiveGateway) -> None:
+    """30 failures a minute from many addresses shut out further guesses, not the operator."""
+    for n in range(2, 8):  # 6 addresses x 5 failures = the overall 30 a minute
+        guesser = _from(f"127.0.0.{n}", gateway)
+        for _ in range(5):
+            assert _attempt(guesser, gateway, "guess").status_code == 401
+    fresh = _from("127.0.0.20", gateway)
+    wrong = _attempt(fresh, gateway, "another guess")
+    assert wrong.status_code == 429 and int(wrong.headers["retry-after"]) >= 1 and "set-cookie" not in wrong.headers
+    right = fresh.post("/console/login", data={"operator": "alice", "token": ADMIN_TOKEN},
+                       headers={"Origin": gateway.url})  # fmt: skip
+    assert right.status_code == 303 and "meshguard_console=" in right.headers["set-cookie"]
+    assert fresh.get("/console/feed").status_code == 200
+    # an address over its own limit stays shut, right token or not
+    shut = _from("127.0.0.2", gateway)
+    assert shut.post("/console/login", data={"operator": "alice", "token": ADMIN_TOKEN},
+                     headers={"Origin": gateway.url}).status_code == 429  # fmt: skip
+
+
+def test_console_refuses_a_host_it_is_not_served_at(gateway: LiveGateway) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends Host and
+    Origin both evil.example. Refused before anything is counted or shown."""
+    port = gateway.url.rsplit(":", 1)[1]
+    evil = f"rebind.evil.example:{port}"
+    for _ in range(6):
+        resp = httpx.post(gateway.url + "/console/login", data={"operator": "m", "token": "guess"},
+                          headers={"Origin": f"http://{evil}", "Host": evil})  # fmt: skip
+        assert resp.status_code == 421 and "rebind.evil.example" in resp.text
+    assert httpx.get(gateway.url + "/console/login", headers={"Host": evil}).status_code == 421
+    # nothing was counted: this address may still fail normally
+    assert _attempt(httpx.Client(base_url=gateway.url), gateway, "guess").status_code == 401
+    # the gateway's own names are fine
+    local = f"http://localhost:{port}"
+    ok = httpx.post(gateway.url + "/console/login", data={"operator": "alice", "token": ADMIN_TOKEN},
+                    headers={"Origin": local, "Host": f"localhost:{port}"})  # fmt: skip
+    assert ok.status_code == 303
+
+
+def test_console_behind_a_trusted_proxy_uses_its_headers_and_public_name(
+        start_gateway: Callable[..., LiveGateway]) -> None:  # fmt: skip
+    """FORWARDED_ALLOW_IPS names the proxy (here on this host); ALERT_GATEWAY_URL the public address."""
+    gw = start_gateway(env={"FORWARDED_ALLOW_IPS": "127.0.0.1", "ALERT_GATEWAY_URL": "https://guard.example.test"})
+    resp = httpx.post(gw.url + "/console/login", data={"operator": "alice", "token": ADMIN_TOKEN},
+                      headers={"Origin": "https://guard.example.test", "Host": "guard.example.test",
+                               "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"})  # fmt: skip
+    assert resp.status_code == 303, resp.text
+    assert "secure" in {a.strip().lower() for a in resp.headers["set-cookie"].split(";")}
+    assert "signed in from 203.0.113.7" in gw.log()
+    other = httpx.get(gw.url + "/console/login", headers={"Host": "other.example.test"})
+    assert other.status_code == 421
+
+
+@pytest.mark.parametrize("target", ["/console/\u0100", "/console/x\r\nSet-Cookie: a=b", "/console/a b",
+                                    "/console/\x7f"])  # fmt: skip
+def test_console_odd_next_target_never_breaks_sign_in(gateway: LiveGateway, target: str) -> None:
+    resp = httpx.post(gateway.url + "/console/login", data={"operator": "bob", "token": ADMIN_TOKEN, "next": target},
+                      headers={"Origin": gateway.url})  # fmt: skip
+    assert resp.status_code == 303 and resp.headers["location"] == "/console/feed"
+    client = sign_in(gateway)
+    again = client.get("/console/login", params={"next": target})
+    assert again.status_code == 303 and again.headers["location"] == "/console/feed"
+    page = httpx.get(gateway.url + "/console/login", params={"next": target})
+    assert page.status_code == 200 and "\r" not in page.text.split('name="next"')[1].split(">")[0]
+
+
+def test_console_a_page_address_with_odd_characters_round_trips_through_sign_in(gateway: LiveGateway) -> None:
+    """A signed-out browser at a console address with non-ASCII in it is sent to sign in and back."""
+    first = httpx.get(gateway.url + "/console/traces/caf\u00e9")
+    assert first.status_code == 303
+    nxt = httpx.URL(first.headers["location"]).params["next"]
+    resp = httpx.post(gateway.url + "/console/login", data={"operator": "bob", "token": ADMIN_TOKEN, "next": nxt},
+                      headers={"Origin": gateway.url})  # fmt: skip
+    assert resp.status_code == 303
+    assert resp.headers["location"] in ("/console/traces/caf%C3%A9", "/console/feed")
+
+
+def _wait_listeners(client: httpx.Client, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while _listeners(client) != n:
+        assert time.monotonic() < deadline, f"live feeds never reached {n}"
+        time.sleep(0.05)
+
+
+def _ends(stream: httpx.Response, timeout: float = 30) -> str:
+    """Everything the stream sends until it ends; fails the test if it does not end in time."""
+    seen: list[str] = []
+    ended = threading.Event()
+
+    def read() -> None:
+        try:
+            for chunk in stream.iter_text():
+                seen.append(chunk)
+        except httpx.HTTPError:
+            pass
+        ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert ended.wait(timeout), "the stream kept going: " + "".join(seen)[-500:]
+    return "".join(seen)
+
+
+def test_console_open_live_feeds_end_when_the_session_is_signed_out(gateway: LiveGateway) -> None:
+    """A copied cookie stops working, open streams included (feed and approvals)."""
+    _, token = gateway.create_agent("streamer")
+    client = sign_in(gateway)
+    watcher = sign_in(gateway, operator="watcher")
+    csrf = csrf_of(client, "/console/feed")
+    copied = httpx.Client(base_url=gateway.url, timeout=30, cookies={"meshguard_console": client.cookies["meshguard_console"]})
+    with copied.stream("GET", "/console/feed/events") as feed, copied.stream("GET", "/console/approvals/events") as appr:
+        _wait_listeners(watcher, 1)
+        out = client.post("/console/logout", data={"csrf_token": csrf}, headers={"Origin": gateway.url})
+        assert out.status_code == 303
+        assert gateway.check(token, "execute:shell", "cat /etc/secret-after-logout").status_code == 403
+        assert "secret-after-logout" not in _ends(feed)
+        _ends(appr)
+    _wait_listeners(watcher, 0)
+
+
+def test_console_feed_messages_stop_once_the_session_is_no_longer_valid(tmp_path: Path) -> None:
+    """Expiry, on the real gateway core with a clock the test moves: the stream ends at the first
+    message or keep-alive after the session expired, and delivers nothing after it."""
+    settings = _core_settings(tmp_path)
+    now = [1_000_000.0]
+    sessions = SessionStore(lambda: now[0])
+    session, cookie = sessions.create("console:alice")
+
+    async def go() -> list[bytes]:
+        gw = Gateway(settings, SQLiteStore(settings.database))
+        await gw.start()
+        sub = gw.events.subscribe("browser", maxsize=10)
+        try:
+            agent, _, _ = await gw.create_agent("bot", "verified", ["autogpt"])
+            messages = feed_messages(sub, lambda e: [sse_message("decision", e.kind)], lambda n: b"",
+                                     keepalive=0.05, still_valid=lambda: sessions.valid(session))  # fmt: skip
+            out = [await messages.__anext__(), await messages.__anext__()]  # the agent, then a keep-alive
+            now[0] += SESSION_SECONDS + 1
+            await gw.check(agent, "read:workspace", "after-expiry.txt")
+            out.extend([m async for m in messages])
+            return out
+        finally:
+            sub.close()
+            await gw.close()
+
+    out = asyncio.run(go())
+    assert out == [sse_message("decision", "agent_created"), b": keep-alive\n\n"]
+    assert sessions.get(cookie) is None
+
+
+def test_console_trace_id_with_a_slash_links_to_its_trace(gateway: LiveGateway) -> None:
+    _, token = gateway.create_agent("tracer")
+    trace_id = "run/42?x#y%2F"
+    resp = httpx.post(gateway.url + "/proxy/governance/check", json={"action": "read:web", "resource": "https://a.example"},
+                      headers={"Authorization": f"Bearer {token}", "X-Trace-Id": trace_id})  # fmt: skip
+    assert resp.status_code == 200
+    client = sign_in(gateway)
+    feed = client.get("/console/feed").text
+    link = re.search(r'<a href="(/console/traces/[^"]+)">run/42', feed)
+    assert link is not None, feed
+    assert link.group(1) == "/console/traces/run%2F42%3Fx%23y%252F"
+    page = client.get(link.group(1))
+    assert page.status_code == 200 and "https://a.example" in page.text and "1 entr" in page.text
+
+
+def test_forwarded_allow_ips_setting_is_checked_and_off_by_default() -> None:
+    assert load_settings({}).forwarded_allow_ips is None
+    assert load_settings({"FORWARDED_ALLOW_IPS": " 127.0.0.1, 10.0.0.0/8 ,::1"}).forwarded_allow_ips == \
+        "127.0.0.1,10.0.0.0/8,::1"  # fmt: skip
+    assert load_settings({"FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == "*"
+    with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS.*proxy.lan"):
+        load_settings({"FORWARDED_ALLOW_IPS": "127.0.0.1,proxy.lan"})
+
+
+def test_console_caps_the_live_streams_one_session_holds_open(gateway: LiveGateway) -> None:
+    client = sign_in(gateway)
+    watcher = sign_in(gateway, operator="watcher")
+    cookie = {"meshguard_console": client.cookies["meshguard_console"]}
+    browsers = [httpx.Client(base_url=gateway.url, timeout=30, cookies=cookie) for _ in range(MAX_STREAMS_PER_SESSION)]
+    streams = [b.stream("GET", "/console/feed/events") for b in browsers]
+    try:
+        for s in streams:
+            assert s.__enter__().status_code == 200
+        _wait_listeners(watcher, MAX_STREAMS_PER_SESSION)
+        refused = client.get("/console/feed/events")
+        assert refused.status_code == 429 and "close some tabs" in refused.text
+        with watcher.stream("GET", "/console/approvals/events") as other_session:
+            assert other_session.status_code == 200  # the cap is per session
+    finally:
+        for s in streams:
+            s.__exit__(None, None, None)
+    _wait_listeners(watcher, 0)
+    with client.stream("GET", "/console/feed/events") as again:
+        assert again.status_code == 200

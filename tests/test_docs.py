@@ -8,8 +8,12 @@ would have.
 
 A command passes when it exits 0, or with the status its doc states in a trailing comment
 (`meshguard policy test autogpt-agent execute:shell   # exit 1`), and prints no Python traceback.
-Long-running commands (`gateway start`, `--follow`/`-f`) pass when they are still running after a
-few seconds.
+Long-running commands pass when they are still running when the harness stops them (status 124):
+`--follow`/`-f` after a few seconds; `gateway start` once it is up, i.e. once `gateway.json` is in
+its state folder (its `--state-dir`, else $MESHGUARD_STATE_DIR, else ./.meshguard; at most
+GATEWAY_UP_SECONDS), so the database it created is there for the commands after it however slow
+the machine. A `gateway start` that never comes up fails (status 125). Write it as one simple
+command (`VAR=value` in front is fine; no `&&`, pipes or `&`).
 
 A block that cannot run here is preceded by `<!-- docs-test: skip: REASON -->`; commands run by
 another test are listed in RUN_ELSEWHERE. A `<placeholder>` in a block is an error: write
@@ -34,6 +38,10 @@ DOCS = sorted(p for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")] if 
 BLOCK = re.compile(r"(<!--\s*docs-test:\s*skip:\s*(?P<reason>[^>]*?)\s*-->\s*\n)?```bash\n(?P<body>.*?)```", re.S)
 PLACEHOLDER = re.compile(r"<[A-Za-z][\w -]*>")
 LONG_RUNNING = re.compile(r"(gateway start|--follow|\s-f(\s|$))")
+GATEWAY_START = re.compile(r"\bgateway start\b")
+STATE_DIR_FLAG = re.compile(r"--state-dir[= ](\S+)")
+FOLLOW_SECONDS = 4  # a following command still running after this passes
+GATEWAY_UP_SECONDS = 120  # generous: a loaded machine can take many seconds to create the database
 # Commands that this test does not run because another one does (or cannot run anywhere offline).
 RUN_ELSEWHERE = {
     "scripts/demo.sh": "tests/test_demo.py runs the demo",
@@ -101,17 +109,42 @@ def test_docs_have_runnable_commands() -> None:
     assert total >= 20, f"only {total} commands found in the docs"
 
 
+# Runs a `gateway start` command in the background ($1: its state folder, the rest: the command),
+# waits until the gateway announced itself (gateway.json) or exited, then stops it: 124 = it was up
+# and running, 125 = it never came up in time, else the status it exited with by itself.
+UNTIL_UP = f"""
+__until_up() {{
+  local state="$1"; shift
+  "$@" </dev/null 2>&1 &
+  local pid=$! waited=0
+  while kill -0 "$pid" 2>/dev/null && [ ! -f "$state/gateway.json" ] && [ "$waited" -lt {GATEWAY_UP_SECONDS * 10} ]; do
+    sleep 0.1; waited=$((waited + 1))
+  done
+  if ! kill -0 "$pid" 2>/dev/null; then wait "$pid"; return $?; fi
+  local up=124; [ -f "$state/gateway.json" ] || up=125
+  kill -TERM "$pid"; wait "$pid"
+  return $up
+}}
+"""
+
+
 def _script(cmds: list[str]) -> str:
-    lines = ["cd \"$DOCS_SANDBOX\""]
+    lines = [UNTIL_UP, "cd \"$DOCS_SANDBOX\""]
     for i, cmd in enumerate(cmds):
         first = cmd.splitlines()[0]
-        wrapped = f"timeout 4 {cmd}" if LONG_RUNNING.search(first) and not first.startswith("export ") else cmd
+        long_running = LONG_RUNNING.search(first) and not first.startswith("export ")
         lines.append(f"echo '__CMD__ {i}'")
-        head, _, rest = wrapped.partition("\n")
-        if rest:  # a here-document: it is the command's stdin, and its end marker must stand alone
-            lines.append(f"{head} 2>&1\n{rest}")
+        if long_running and GATEWAY_START.search(first) and "\n" not in cmd:
+            state = STATE_DIR_FLAG.search(first)
+            folder = state.group(1) if state else '"${MESHGUARD_STATE_DIR:-.meshguard}"'
+            lines.append(f"__until_up {folder} env {cmd}")  # env: VAR=value in front works too
         else:
-            lines.append(f"{head} </dev/null 2>&1")
+            wrapped = f"timeout {FOLLOW_SECONDS} {cmd}" if long_running else cmd
+            head, _, rest = wrapped.partition("\n")
+            if rest:  # a here-document: it is the command's stdin, and its end marker must stand alone
+                lines.append(f"{head} 2>&1\n{rest}")
+            else:
+                lines.append(f"{head} </dev/null 2>&1")
         lines.append(f"echo \"__RC__ {i} $?\"")
     return "\n".join(lines) + "\n"
 
@@ -166,3 +199,28 @@ def test_doc_commands_run(doc: Path, gateway: LiveGateway, tmp_path: Path) -> No
             failures.append(f"{cmd!r}: exit {rc}\n{m.group('out')[-1500:]}")
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert not failures, f"{doc.name}:\n" + "\n\n".join(failures) + f"\nstderr:\n{proc.stderr[-2000:]}"
+
+
+def test_a_gateway_start_in_the_docs_is_given_the_time_to_come_up(tmp_path: Path) -> None:
+    """On a loaded machine a gateway may take longer than FOLLOW_SECONDS to create its database; the
+    harness waits for it (so the next command finds its state folder), then stops it. A stand-in
+    "gateway" that comes up after SLOW seconds (or fails at once) plays the part."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "slowgw"  # slowgw gateway start --state-dir DIR
+    fake.write_text('#!/bin/sh\n[ -n "$FAIL" ] && exit 3\nsleep "${SLOW:-0}"\nmkdir -p "$4"\n'
+                    'echo "{\\"mode\\": \\"$MODE\\"}" > "$4/gateway.json"\nexec sleep 300\n')  # fmt: skip
+    fake.chmod(0o755)
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    cmds = [
+        f"SLOW={FOLLOW_SECONDS + 2} slowgw gateway start --state-dir ./slow",
+        "test -f ./slow/gateway.json",
+        "MODE=audit slowgw gateway start --state-dir ./quick   # flags and VAR=value reach it",
+        "grep -q audit ./quick/gateway.json",
+        "FAIL=1 slowgw gateway start --state-dir ./broken",
+    ]
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DOCS_SANDBOX": str(sandbox)}
+    out = subprocess.run(["bash", "-c", _script(cmds)], env=env, capture_output=True, text=True, timeout=300).stdout
+    statuses = [int(rc) for rc in re.findall(r"__RC__ \d+ (\d+)", out)]
+    assert statuses == [124, 0, 124, 0, 3], out
