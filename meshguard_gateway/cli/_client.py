@@ -74,10 +74,12 @@ def _error_text(body: Any, fallback: str) -> tuple[str | None, str]:
 class AdminClient:
     """Talks to `/admin/*` with the resolved URL and admin token."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, actor: str | None = None) -> None:
         self.settings = settings
         self.url = str(settings.url.value)
         headers = {"User-Agent": f"meshguard-cli/{__version__}", "Accept": "application/json"}
+        if actor and actor.isascii() and actor.isprintable() and len(actor) <= 128:
+            headers["X-MeshGuard-Actor"] = actor.strip()
         if settings.admin_token.value:
             headers["X-Admin-Token"] = settings.admin_token.value
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=settings.timeout)
