@@ -161,6 +161,7 @@ def _explain_bad_mac(key: bytes, table: str, row: ChainRow, find_by_mac: Callabl
     candidates = [before + 1] if before is not None else []
     if row.prev == GENESIS:
         candidates.append(1)
+    candidates += [row.id + d for d in range(-16, 17) if d and row.id + d > 0]  # its neighbour moved too
     for original in candidates:
         if original != row.id and hmac.compare_digest(row_mac(key, table, original, row.prev, row.values), row.mac):
             return (f"row {row.id} is the row written as id {original}: rows were reordered "

@@ -834,7 +834,16 @@ class Gateway:
         days = self.settings.audit_retention_days
         if days <= 0:
             return 0
-        return await self.store.purge(self.clock() - days * 86400.0)
+        before = self.clock() - days * 86400.0
+        deleted = await self.store.purge(before)
+        if deleted:  # the chain's anchor moved: say so in the trail itself
+            await self.store.append_audit(AuditEvent(
+                timestamp=self.clock(), kind="admin", agent_id=None, agent_name=None, action="admin:audit",
+                resource=None, decision="audit_purged", enforced=True, policy=None, rule=None,
+                reason=f"retention ({days:g} days): {deleted} audit rows older than {iso(before)} deleted; the "
+                       "chain now starts at the purge anchor", trace_id=None, decision_id=None, actor="gateway",
+            ))  # fmt: skip
+        return deleted
 
     # ---- health ----------------------------------------------------------------------------
 
