@@ -40,6 +40,7 @@ from meshguard_gateway.cli._output import (
 DECISIONS = ("allow", "deny", "rate_limited", "approval_required")
 KINDS = ("check", "record", "approval", "admin")
 PAGE = 500
+VERIFY_TIMEOUT = 900.0
 RETRY_SECONDS = 1.0
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -629,7 +630,9 @@ def verify(file_: Path | None, key_file: Path | None, head_file: Path | None) ->
     if file_ is None:
         if key_file is not None or head_file is not None:
             raise click.UsageError("--key-file and --head go with --file (the gateway has its own key and head)")
-        body = admin_client().get("/admin/audit/verify")
+        client = admin_client()
+        # it reads the whole trail (about 20 s per million rows on a small machine)
+        body = client.request("GET", "/admin/audit/verify", timeout=max(client.settings.timeout, VERIFY_TIMEOUT))
     else:
         body = verify_export(file_, _offline_key(key_file), head_file)
     if not isinstance(body, dict):
