@@ -760,7 +760,7 @@ def create_app(gw: Gateway) -> FastAPI:
     async def audit_verify() -> Response:
         """Check the audit chain from its start to its end (and the head kept outside the database);
         200 with ``ok`` either way: ``first_problem`` names the first broken row and what is wrong."""
-        return json_response(await gw.store.verify_chain())
+        return json_response(await gw.verify_audit())
 
     # ---- admin: approvals ------------------------------------------------------------------
 

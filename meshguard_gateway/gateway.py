@@ -830,6 +830,10 @@ class Gateway:
         except NotFoundError:
             return ref
 
+    async def verify_audit(self) -> dict[str, Any]:
+        """The audit chain's verdict (store.verify_chain): the first broken row, or ok."""
+        return await self.store.verify_chain()
+
     async def purge(self) -> int:
         days = self.settings.audit_retention_days
         if days <= 0:
