@@ -440,13 +440,6 @@ class _ChainState:
     def restore(self, saved: tuple[int, str, int, str]) -> None:
         self.audit.next_id, self.audit.head, self.records.next_id, self.records.head = saved
 
-    def head_doc(self) -> dict[str, Any]:
-        return {
-            "chain_id": self.chain_id,
-            "audit_log": {"id": self.audit.next_id - 1, "mac": self.audit.head},
-            "records": {"id": self.records.next_id - 1, "mac": self.records.head},
-        }
-
     def write_head(self) -> None:
         """Copy the chain ends to the head file (best effort: a failure is logged, and verify
         then reports the head as stale rather than the trail as cut)."""
@@ -456,7 +449,7 @@ class _ChainState:
         if now == self._written:
             return
         data = (f'{{"chain_id":"{self.chain_id}","audit_log":{{"id":{now[0] - 1},"mac":"{now[1]}"}},'
-                f'"records":{{"id":{now[2] - 1},"mac":"{now[3]}"}}}}').encode()  # head_doc(), without json.dumps
+                f'"records":{{"id":{now[2] - 1},"mac":"{now[3]}"}}}}').encode()  # JSON, without json.dumps
         try:
             if self._head_fd is None:
                 self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -810,6 +803,9 @@ class SQLiteStore:
         try:
             meta, meta_ok = _load_chain_meta(conn, self._chain_key)
             ours = _chain.key_id(self._chain_key)
+            if meta == {}:
+                raise StoreError(f"database {self.path}: the audit chain metadata (table audit_chain) is unreadable; "
+                                 "restore the database from a backup")  # fmt: skip
             if meta is None:
                 meta = {"chain_id": uuid.uuid4().hex, "key_id": ours, "created_at": now, "anchors": {}, "legacy": {}}
                 for table in _CHAINED_TABLES:
