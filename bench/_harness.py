@@ -26,6 +26,7 @@ VENV_PY = ROOT / ".venv" / "bin" / "python"
 AUTOGPT_PY = ROOT / ".venv-autogpt" / "bin" / "python"
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789abcdef"
+AUDIT_CHAIN_KEY = "bench-audit-chain-key-0123456789abcdef0123456789"  # one key: gateways reopen each other's databases
 
 # The seed document's policy for AutoGPT agents, without its rate limits (a benchmark that runs into
 # a 60/minute limit measures 429s), applied to agents tagged `bench`.
@@ -247,8 +248,10 @@ def start_gateway(
     env: dict[str, str] | None = None,
     python: Path = VENV_PY,
     timeout: float = 60,
+    entry: list[str] | None = None,
 ) -> Gateway:
-    """Start a gateway on 127.0.0.1 (OS-chosen port) with its own state folder under `base`."""
+    """Start a gateway on 127.0.0.1 (OS-chosen port) with its own state folder under `base`.
+    ``entry``: what runs instead of ``-m meshguard_gateway`` (a script taking the same arguments)."""
     base.mkdir(parents=True, exist_ok=True)
     state = base / "state"
     policies = base / "policies"
@@ -260,11 +263,12 @@ def start_gateway(
         **os.environ,
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "JWT_SECRET": JWT_SECRET,
+        "AUDIT_CHAIN_KEY": AUDIT_CHAIN_KEY,
         "HOME": str(base / "home"),
         **(env or {}),
     }
     cmd = [
-        str(python), "-m", "meshguard_gateway", "gateway", "start",
+        str(python), *(entry or ["-m", "meshguard_gateway"]), "gateway", "start",
         "--host", "127.0.0.1", "--port", "0",
         "--state-dir", str(state), "--db", str(db), "--policies", str(policies),
     ]  # fmt: skip

@@ -331,8 +331,8 @@ def time_store(db: Path, qs: list[dict[str, Any]], now: float, repeats: int) -> 
     captured: list[str] = []
     orig_connect = store_mod.SQLiteStore._connect
 
-    def connect(self: Any) -> sqlite3.Connection:
-        conn = orig_connect(self)
+    def connect(self: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = orig_connect(self, *args, **kwargs)
         conn.set_trace_callback(captured.append)
         return conn
 

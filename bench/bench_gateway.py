@@ -14,6 +14,8 @@ on 127.0.0.1 with keep-alive connections:
 3. The same with `AUDIT_DURABILITY=deferred` (the answer leaves before its audit batch commits), so
    the price of durability is visible.
 4. Gateway memory (RSS and peak RSS from /proc) and CPU per check.
+5. What the audit chain costs: the committed gateway with and without it (bench/_gateway_without_chain.py),
+   both running, closed-loop saturation runs alternated between them, medians compared.
 
 After each gateway run the audit table is counted: it must hold one row per answered check.
 With --profile, py-spy samples the committed gateway at saturation and the table of where the time
@@ -55,14 +57,16 @@ def _settings(quick: bool, smoke: bool) -> dict[str, Any]:
     if smoke:  # for tests/test_bench_smoke.py: proves the script runs end to end, measures nothing
         return dict(conns=4, warmup=0.3, saturation=0.5, open_dur=0.5, rates=[100], sustained_tries=1,
                     sustained_dur=0.5, max_requests=2_000, sqlite_seconds=0.2, peers=["starlette"],
-                    sweep=[], sweep_dur=0.5, smoke=True)  # fmt: skip
+                    sweep=[], sweep_dur=0.5, chain_rounds=1, chain_dur=0.5, smoke=True)  # fmt: skip
     if quick:
         return dict(conns=32, warmup=1.0, saturation=3.0, open_dur=3.0, rates=[100, 1000, 3000],
                     sustained_tries=3, sustained_dur=3.0, max_requests=200_000, sqlite_seconds=1.0,
-                    peers=["starlette", "fastapi"], sweep=[8, 256], sweep_dur=2.0)  # fmt: skip
+                    peers=["starlette", "fastapi"], sweep=[8, 256], sweep_dur=2.0, chain_rounds=5,
+                    chain_dur=2.0)  # fmt: skip
     return dict(conns=64, warmup=2.0, saturation=8.0, open_dur=8.0, rates=[100, 1000, 3000],
                 sustained_tries=3, sustained_dur=5.0, max_requests=1_000_000, sqlite_seconds=2.0,
-                peers=["starlette", "fastapi"], sweep=[8, 256], sweep_dur=4.0)  # fmt: skip
+                peers=["starlette", "fastapi"], sweep=[8, 256], sweep_dur=4.0, chain_rounds=5,
+                chain_dur=4.0)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,6 +293,75 @@ def measure_gateway(durability: str, s: dict[str, Any], profile_seconds: float =
     return out
 
 
+WITHOUT_CHAIN = ROOT / "bench" / "_gateway_without_chain.py"
+
+
+def measure_chain_cost(s: dict[str, Any]) -> dict[str, Any]:
+    """Committed checks/s with and without the audit chain. Both gateways run side by side; the
+    closed-loop runs alternate between them (A B, B A, ...) so that a neighbour's load on a shared
+    machine falls on both alike; the medians are compared."""
+    out: dict[str, Any] = {"with": [], "without": []}
+    with workdir("mg-bench-chain-") as tmp:
+        gws = {"with": start_gateway(tmp / "with", env=MODES["commit"]),
+               "without": start_gateway(tmp / "without", env=MODES["commit"], entry=[str(WITHOUT_CHAIN)])}  # fmt: skip
+        try:
+            tokens = {k: gw.create_agent("bench-agent")[1] for k, gw in gws.items()}
+            for k, gw in gws.items():
+                run_load(_load_spec(gw.url, tokens[k], mode="closed", connections=s["conns"], duration=s["warmup"],
+                                    max_requests=s["max_requests"]))  # fmt: skip
+            for i in range(s["chain_rounds"]):
+                order = ("with", "without") if i % 2 == 0 else ("without", "with")
+                for k in order:
+                    gw = gws[k]
+                    out[k].append(_closed(gw.url, tokens[k], s, gw.pid, s["chain_dur"]))
+            out["mac_us_per_row"] = _mac_cost()
+            verdict = gws["with"].admin("GET", "/admin/audit/verify").json()
+            out["verified"] = bool(verdict.get("ok"))
+            out["verified_rows"] = (verdict.get("tables") or [{}])[0].get("rows")
+        finally:
+            for gw in gws.values():
+                gw.stop()
+    return out
+
+
+def _mac_cost(n: int = 20_000) -> float:
+    """Microseconds to seal one realistic audit row (canonical JSON + HMAC-SHA256), in this process:
+    the work the chain adds to the writer thread per row, without the noise of HTTP on a shared machine."""
+    from meshguard_gateway.chain import GENESIS, row_mac
+
+    values = (time.time(), "check", "agent_0123456789abcdef", "bench-agent", "write:workspace", "notes/today.txt",
+              "allow", 1, "autogpt-policy", "#1 (write:workspace/*)", "allowed by rule '#1' in policy 'autogpt-policy'",
+              "bench-gateway-run", "dec_0123456789abcdef01234567", None, '{"sandbox":false}', None)  # fmt: skip
+    key, prev = b"k" * 64, GENESIS
+    start = time.perf_counter()
+    for i in range(n):
+        prev = row_mac(key, "audit_log", i, prev, values)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def _chain_rows(chain: dict[str, Any]) -> tuple[list[list[Any]], float]:
+    median = _median
+    rows = []
+    for i, (w, wo) in enumerate(zip(chain["with"], chain["without"], strict=True), start=1):
+        rows.append([f"round {i}", fmt_int(w["throughput"]), fmt_int(wo["throughput"]),
+                     f"{100 * (1 - w['throughput'] / max(1e-9, wo['throughput'])):+.1f}%",
+                     fmt_int(w.get("server_cpu_us_per_req")), fmt_int(wo.get("server_cpu_us_per_req"))])  # fmt: skip
+    mw = median([r["throughput"] for r in chain["with"]])
+    mwo = median([r["throughput"] for r in chain["without"]])
+    # paired: each round's two runs were back to back, so a neighbour's load hit both alike
+    cost = median([100 * (1 - w["throughput"] / max(1e-9, wo["throughput"]))
+                   for w, wo in zip(chain["with"], chain["without"], strict=True)])  # fmt: skip
+    cw = median([r.get("server_cpu_us_per_req") or 0.0 for r in chain["with"]])
+    cwo = median([r.get("server_cpu_us_per_req") or 0.0 for r in chain["without"]])
+    rows.append(["median", fmt_int(mw), fmt_int(mwo), f"{cost:+.1f}%", fmt_int(cw), fmt_int(cwo)])
+    return rows, cost
+
+
 def _profile_under_load(gw: Gateway, token: str, s: dict[str, Any], seconds: float) -> dict[str, Any]:
     import subprocess
 
@@ -428,6 +501,25 @@ def render(results: dict[str, Any]) -> str:
         lines.append("A committed check waits for at least one such commit (its batch's): the FULL rows bound "
                      "what durability adds to a check's latency on this disk at the time of the run.")  # fmt: skip
         lines.append("")
+    chain = results.get("chain_cost")
+    if chain and chain.get("with"):
+        rows, cost = _chain_rows(chain)
+        lines.append(f"### Audit chain cost (committed, closed loop, {s['conns']} connections, {s['chain_dur']:g} s "
+                     "per run, the two gateways alternated)")  # fmt: skip
+        lines.append("")
+        lines.append(md_table(["run", "checks/s with the chain", "checks/s without", "cost",
+                               "server CPU µs/req with", "without"], rows))  # fmt: skip
+        lines.append("")
+        ok = "yes" if chain.get("verified") else "NO"
+        mac = chain.get("mac_us_per_row") or 0.0
+        cpu = _median([r.get("server_cpu_us_per_req") or 0.0 for r in chain["without"]])
+        lines.append(f"Cost = 1 - with/without, per round (the two runs of a round are back to back); median of the "
+                     f"rounds {cost:+.1f}% (target: under 5% of committed throughput). A negative cost is noise: "
+                     f"the machine is shared. Sealing one row (canonical JSON + HMAC-SHA256) takes {mac:.1f} µs in "
+                     f"process, {100 * mac / max(1e-9, cpu):.1f}% of the {fmt_int(cpu)} µs of server CPU a check "
+                     f"costs without the chain. The chained gateway's trail verified afterwards: {ok} "
+                     f"({fmt_int(chain.get('verified_rows'))} rows).")  # fmt: skip
+        lines.append("")
     lines += _targets(results)
     prof = next((g.get("profile") for g in results["gateways"] if g.get("profile")), None)
     if prof and prof.get("error"):
@@ -506,29 +598,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny bounds, for the smoke test; numbers mean nothing")
     parser.add_argument("--profile", action="store_true", help="sample the committed gateway with py-spy at saturation")
     parser.add_argument("--json-out", type=Path, help="also write the raw results as JSON here")
-    parser.add_argument("--modes", default="commit,deferred,normal",
+    parser.add_argument("--modes", default="commit,deferred,normal,chain",
                         help="gateway configurations, comma-separated: commit (default settings), deferred "
-                             "(AUDIT_DURABILITY=deferred), normal (commit with DB_SYNCHRONOUS=NORMAL)")  # fmt: skip
+                             "(AUDIT_DURABILITY=deferred), normal (commit with DB_SYNCHRONOUS=NORMAL), chain "
+                             "(committed with and without the audit chain, alternated)")  # fmt: skip
     args = parser.parse_args(argv)
     s = _settings(args.quick, args.smoke)
     results: dict[str, Any] = {"settings": s, "machine": machine_info(), "peers": [], "gateways": [], "notes": []}
     names = {"commit": "commit", "deferred": "deferred", "normal": "commit, synchronous=NORMAL"}
+    wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
+    chain_cost = "chain" in wanted
     try:
-        modes = [names[m.strip()] for m in args.modes.split(",") if m.strip()]
+        modes = [names[m] for m in wanted if m != "chain"]
     except KeyError as exc:
-        parser.error(f"--modes: unknown mode {exc}; use commit, deferred, normal")
-    if "commit" not in modes:
+        parser.error(f"--modes: unknown mode {exc}; use commit, deferred, normal, chain")
+    if modes and "commit" not in modes:
         modes.insert(0, "commit")  # the targets, the profile and the SQLite ceiling need it
     if "deferred" in modes and not _gateway_supports_durability_knob():
         modes.remove("deferred")
         results["notes"].append("this gateway has no AUDIT_DURABILITY setting; only the committed mode was measured.")
-    for kind in s["peers"]:
+    for kind in s["peers"] if modes else []:  # `--modes chain` alone compares the gateway with itself
         print(f"[bench_gateway] peer {kind} ...", file=sys.stderr, flush=True)
         results["peers"].append(measure_peer(kind, s))
     for mode in modes:
         print(f"[bench_gateway] gateway, {mode} ...", file=sys.stderr, flush=True)
         prof = 6.0 if (args.profile and mode == "commit") else 0.0
         results["gateways"].append(measure_gateway(mode, s, prof))
+    if chain_cost:
+        print("[bench_gateway] audit chain cost: with and without, alternated ...", file=sys.stderr, flush=True)
+        results["chain_cost"] = measure_chain_cost(s)
     text = render(results)
     print(text)
     if args.json_out:

@@ -199,6 +199,7 @@ def audit_json(e: AuditEntry) -> dict[str, Any]:
         "agent_name": ev.agent_name, "action": ev.action, "resource": ev.resource, "decision": ev.decision,
         "enforced": ev.enforced, "policy": ev.policy, "rule": ev.rule, "reason": ev.reason, "trace_id": ev.trace_id,
         "decision_id": ev.decision_id, "approval_id": ev.approval_id, "context": context, "outcome": None,
+        "actor": ev.actor, "chain": {"ts": ev.timestamp, "prev": e.chain_prev, "mac": e.chain_mac},
     }  # fmt: skip
     if e.outcome is not None:
         out["outcome"] = {
@@ -355,6 +356,23 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidTokenError("malformed: send 'Authorization: Bearer <agent token>'")
     return token.strip()
+
+
+_ACTOR = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")
+
+
+def admin_actor(request: Request) -> str:
+    """Who makes an admin change: ``admin`` (whoever holds the admin token), or ``admin:<name>``
+    with the name the client sends in ``X-MeshGuard-Actor`` (the CLI sends --as or $USER). The
+    name is what the caller says, not proven: the admin token is the only credential."""
+    name = request.headers.get("x-meshguard-actor")
+    if name is None or name.strip() == "":
+        return "admin"
+    if not _ACTOR.match(name):
+        raise InvalidRequestError(
+            "header 'X-MeshGuard-Actor' must be 1-128 printable ASCII characters (a person's name or login)"
+        )
+    return f"admin:{name.strip()}"
 
 
 def _trace(request: Request) -> str | None:
@@ -617,7 +635,7 @@ def create_app(gw: Gateway) -> FastAPI:
         if "name" not in body:
             raise InvalidRequestError("field 'name' is required")
         tier = body.get("trustTier", body.get("trust_tier", body.get("trust", "verified")))
-        agent, token, exp = await gw.create_agent(body.get("name"), tier, body.get("tags"))
+        agent, token, exp = await gw.create_agent(body.get("name"), tier, body.get("tags"), admin_actor(request))
         out = agent_json(agent)
         out.update(token=token, expiresAt=iso(exp))
         return json_response(out, 201)
@@ -630,19 +648,19 @@ def create_app(gw: Gateway) -> FastAPI:
     async def update_agent(agent: str, request: Request) -> Response:
         body = await read_json_object(request, limit)
         tier = body.get("trustTier", body.get("trust_tier"))
-        updated = await gw.update_agent(agent, tier, body.get("tags"))
+        updated = await gw.update_agent(agent, tier, body.get("tags"), admin_actor(request))
         return json_response(agent_json(updated))
 
     @app.delete("/admin/agents/{agent}", tags=["admin"], dependencies=admin)
-    async def revoke_agent(agent: str) -> Response:
-        revoked = await gw.revoke_agent(agent)
+    async def revoke_agent(agent: str, request: Request) -> Response:
+        revoked = await gw.revoke_agent(agent, admin_actor(request))
         return json_response(
             {"id": revoked.id, "name": revoked.name, "status": revoked.status, "revokedAt": iso(revoked.revoked_at)}
         )
 
     @app.post("/admin/agents/{agent}/token", tags=["admin"], dependencies=admin)
-    async def new_token(agent: str) -> Response:
-        rec, token, exp = await gw.issue_token(agent)
+    async def new_token(agent: str, request: Request) -> Response:
+        rec, token, exp = await gw.issue_token(agent, admin_actor(request))
         return json_response({"id": rec.id, "name": rec.name, "token": token, "expiresAt": iso(exp)})
 
     @app.get("/admin/agents/{agent}/allowed", tags=["admin"], dependencies=admin)
@@ -695,7 +713,7 @@ def create_app(gw: Gateway) -> FastAPI:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidRequestError("the policy is not UTF-8 text") from None
-        policy, created = await gw.apply_policy(text)
+        policy, created = await gw.apply_policy(text, admin_actor(request))
         out = _policy_json(policy, with_yaml=True)
         out["created"] = created
         return json_response(out, 201)
@@ -717,14 +735,14 @@ def create_app(gw: Gateway) -> FastAPI:
         return json_response(_policy_json(gw.get_policy(name), with_yaml=True))
 
     @app.delete("/admin/policies/{name}", tags=["admin"], dependencies=admin)
-    async def delete_policy(name: str) -> Response:
-        policy = await gw.delete_policy(name)
+    async def delete_policy(name: str, request: Request) -> Response:
+        policy = await gw.delete_policy(name, admin_actor(request))
         return json_response({"deleted": True, "name": policy.name, "source": policy.source})
 
     @app.post("/admin/policies/reload", tags=["admin"], dependencies=admin)
-    async def reload_policies() -> Response:
+    async def reload_policies(request: Request) -> Response:
         """Reload POLICIES_DIR (as SIGHUP does); on error the set in force stays."""
-        policies = await gw.reload_policies()
+        policies = await gw.reload_policies(admin_actor(request), "api")
         return json_response({"reloaded": True, "policies": list(policies.names)})
 
     # ---- admin: audit ----------------------------------------------------------------------
@@ -781,6 +799,12 @@ def create_app(gw: Gateway) -> FastAPI:
             ]
         return json_response(body)
 
+    @app.get("/admin/audit/verify", tags=["admin"], dependencies=admin)
+    async def audit_verify() -> Response:
+        """Check the audit chain from its start to its end (and the head kept outside the database);
+        200 with ``ok`` either way: ``first_problem`` names the first broken row and what is wrong."""
+        return json_response(await gw.verify_audit())
+
     # ---- admin: approvals ------------------------------------------------------------------
 
     @app.get("/admin/approvals", tags=["admin"], dependencies=admin)
@@ -793,7 +817,9 @@ def create_app(gw: Gateway) -> FastAPI:
 
     async def _decide_approval(approval_id: str, request: Request, approve: bool) -> Response:
         body = await read_json_object(request, limit, required=False)
-        approval = await gw.decide_approval(approval_id, approve, body.get("by"), body.get("reason"))
+        actor = admin_actor(request)
+        approval = await gw.decide_approval(approval_id, approve, body.get("by"), body.get("reason"),
+                                            actor if actor != "admin" else None)  # fmt: skip
         return json_response(approval_json(approval))
 
     @app.post("/admin/approvals/{approval_id}/approve", tags=["admin"], dependencies=admin)

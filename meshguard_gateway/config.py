@@ -65,6 +65,17 @@ class Settings:
     alert_shutdown_grace_seconds: float = 5.0
     # the proxies whose X-Forwarded-For/-Proto are believed (None: nobody's); see forwarded_allow_ips()
     forwarded_allow_ips: str | None = None
+    audit_chain_key: str | None = None  # AUDIT_CHAIN_KEY, or audit_chain_key in the state folder
+
+    @property
+    def chain_key(self) -> bytes | None:
+        """The key of the audit chain (chain.py): never stored in the database."""
+        return self.audit_chain_key.encode() if self.audit_chain_key else None
+
+    @property
+    def chain_head_path(self) -> Path:
+        """Where the end of the audit chain is copied after every commit, outside the database."""
+        return self.state_dir / "audit_head"
 
     @property
     def database(self) -> Path:
@@ -76,6 +87,7 @@ class Settings:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["jwt_secret"] = "<set>" if self.jwt_secret else None
         out["admin_token"] = "<set>" if self.admin_token else None
+        out["audit_chain_key"] = "<set>" if self.audit_chain_key else None
         out["db_path"] = str(self.database)
         out["alert_webhooks"] = [d.public() for d in self.alert_webhooks]
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
@@ -154,17 +166,14 @@ def load_settings(env: Mapping[str, str] | None = None, **flags: Any) -> Setting
     if (v := pick("metrics_enabled", "METRICS_ENABLED")) is not None:
         values["metrics_enabled"] = _flag(v, "METRICS_ENABLED")
     if (v := pick("jwt_secret", "JWT_SECRET")) is not None:
-        if len(v) < MIN_SECRET_LENGTH:
-            raise ConfigError(
-                f"JWT_SECRET is {len(v)} characters; it must be at least {MIN_SECRET_LENGTH}. "
-                "Unset it to have one generated into the state folder."
-            )
-        values["jwt_secret"] = v
+        values["jwt_secret"] = _long_secret("JWT_SECRET", v)
     if (v := pick("admin_token", "ADMIN_TOKEN")) is not None:
         values["admin_token"] = v
     values.update(_alert_settings(pick))
     if (v := pick("forwarded_allow_ips", "FORWARDED_ALLOW_IPS")) is not None:
         values["forwarded_allow_ips"] = forwarded_allow_ips(v)
+    if (v := pick("audit_chain_key", "AUDIT_CHAIN_KEY")) is not None:
+        values["audit_chain_key"] = _long_secret("AUDIT_CHAIN_KEY", v)
     return Settings(**values)
 
 
@@ -188,12 +197,21 @@ def forwarded_allow_ips(raw: str) -> str:
     return ",".join(items)
 
 
+def _long_secret(name: str, value: str) -> str:
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{name} is {len(value)} characters; it must be at least {MIN_SECRET_LENGTH}. "
+            "Unset it to have one generated into the state folder."
+        )
+    return value
+
+
 def _read_or_create_secret(path: Path, what: str, env_name: str) -> str:
     if path.exists():
         value = path.read_text().strip()
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)
-        if what == "JWT secret" and len(value) < MIN_SECRET_LENGTH:
+        if what in ("JWT secret", "audit chain key") and len(value) < MIN_SECRET_LENGTH:
             raise ConfigError(
                 f"{path} holds a JWT secret shorter than {MIN_SECRET_LENGTH} characters; delete it to "
                 f"generate a new one (existing agent tokens stop working) or set {env_name}"
@@ -221,6 +239,9 @@ def prepare_state(settings: Settings) -> Settings:
         os.chmod(state, 0o700)
         jwt_secret = settings.jwt_secret or _read_or_create_secret(state / "jwt_secret", "JWT secret", "JWT_SECRET")
         admin = settings.admin_token or _read_or_create_secret(state / "admin_token", "admin token", "ADMIN_TOKEN")
+        chain_key = settings.audit_chain_key or _read_or_create_secret(
+            state / "audit_chain_key", "audit chain key", "AUDIT_CHAIN_KEY"
+        )
     except OSError as exc:
         raise ConfigError(f"state folder {state} is not usable: {exc.strerror or exc}; pass --state-dir") from exc
     if len(admin) < 16:
@@ -239,7 +260,7 @@ def prepare_state(settings: Settings) -> Settings:
         alerts = read_alert_webhooks_file(settings.alert_webhooks_file)
     return dataclasses.replace(
         settings, state_dir=state, jwt_secret=jwt_secret, admin_token=admin, policies_dir=policies, db_path=db,
-        alert_webhooks=alerts,
+        alert_webhooks=alerts, audit_chain_key=chain_key,
     )  # fmt: skip
 
 

@@ -23,11 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from meshguard_gateway.chain import sha256_text
 from meshguard_gateway.config import Settings
 from meshguard_gateway.engine import Agent, Decision, Effect, Engine, Request
 from meshguard_gateway.errors import (
     ConflictError,
     InvalidRequestError,
+    MeshGuardError,
     NotFoundError,
     PolicyError,
     Problem,
@@ -150,8 +152,13 @@ class Gateway:
         await self.store.open()
         for agent in await self.store.load_agents():
             self._cache_agent(agent)
-        policies = await asyncio.to_thread(load_policies, self.policies_path)
+        try:
+            policies = await asyncio.to_thread(load_policies, self.policies_path)
+        except PolicyError as exc:
+            await self._audit_reload_failed(exc, "gateway", "start")
+            raise
         self.engine = self.engine.with_policies(policies)
+        await self._audit_reload(PolicySet(), policies, "gateway", "start")
         for w in policies.warnings:
             log.warning("policy warning: %s", w)
         log.info("loaded %d policies from %s: %s", len(policies), self.policies_path, ", ".join(policies.names))
@@ -233,15 +240,15 @@ class Gateway:
 
     # ---- agents: admin ---------------------------------------------------------------------
 
-    def _admin_event(self, agent: AgentRecord, what: str, reason: str) -> AuditEvent:
+    def _admin_event(self, agent: AgentRecord, what: str, reason: str, actor: str = "admin") -> AuditEvent:
         return AuditEvent(
             timestamp=self.clock(), kind="admin", agent_id=agent.id, agent_name=agent.name, action="admin:agent",
-            resource=agent.name, decision=what, enforced=True, policy=None, rule=None, reason=reason,
-            trace_id=None, decision_id=None,
+            resource=agent.name, decision=what, enforced=True, policy=None, rule=None, reason=f"{reason} by {actor}",
+            trace_id=None, decision_id=None, actor=actor,
         )  # fmt: skip
 
     async def create_agent(
-        self, name: Any, trust_tier: Any = "verified", tags: Any = None
+        self, name: Any, trust_tier: Any = "verified", tags: Any = None, actor: str = "admin"
     ) -> tuple[AgentRecord, str, float]:
         """A new agent and its first token: (agent, token, expires_at)."""
         if not isinstance(name, str) or not _NAME.match(name):
@@ -255,7 +262,7 @@ class Gateway:
             raise ConflictError(f"an agent named {name!r} already exists; choose another name or use that agent")
         now = self.clock()
         agent = AgentRecord(new_agent_id(), name, tier, tuple(tag_list), "active", now, None, now)
-        created = self._admin_event(agent, "agent_created", f"trust tier {tier}, tags {tag_list}")
+        created = self._admin_event(agent, "agent_created", f"trust tier {tier}, tags {tag_list}", actor)
         await self.store.insert_agent(agent, created)
         self._cache_agent(agent)
         token, exp = self.tokens.issue(agent.id, agent.name, agent.trust_tier, list(agent.tags), now)
@@ -288,7 +295,7 @@ class Gateway:
             agents = [a for a in agents if a.status == status]
         return agents
 
-    async def update_agent(self, ref: str, trust_tier: Any = None, tags: Any = None) -> AgentRecord:
+    async def update_agent(self, ref: str, trust_tier: Any = None, tags: Any = None, actor: str = "admin") -> AgentRecord:
         agent = self.find_agent(ref)
         if agent.revoked:
             raise ConflictError(f"agent {agent.name!r} is revoked; revocation is permanent, create a new agent")
@@ -301,13 +308,13 @@ class Gateway:
             raise InvalidRequestError("nothing to change: give 'trustTier' and/or 'tags'")
         updated = replace(agent, updated_at=self.clock(), **changes)
         await self.store.update_agent(
-            updated, self._admin_event(updated, "agent_updated", f"trust tier {updated.trust_tier}, tags "
-                                                                 f"{list(updated.tags)}")
+            updated, self._admin_event(updated, "agent_updated", f"trust tier {agent.trust_tier} -> {updated.trust_tier}, "
+                                                                 f"tags {list(agent.tags)} -> {list(updated.tags)}", actor)
         )
         self._cache_agent(updated)
         return updated
 
-    async def revoke_agent(self, ref: str) -> AgentRecord:
+    async def revoke_agent(self, ref: str, actor: str = "admin") -> AgentRecord:
         """Permanent. The cache is marked first, so no request slips through while the commit runs."""
         agent = self.find_agent(ref)
         if agent.revoked:
@@ -316,7 +323,7 @@ class Gateway:
         revoked = replace(agent, status="revoked", revoked_at=now, updated_at=now)
         self._cache_agent(revoked)
         try:
-            await self.store.update_agent(revoked, self._admin_event(revoked, "agent_revoked", "revoked by admin"))
+            await self.store.update_agent(revoked, self._admin_event(revoked, "agent_revoked", "revoked", actor))
         except BaseException:
             self._cache_agent(agent)
             raise
@@ -349,12 +356,12 @@ class Gateway:
             pass
         return self.authenticate(token)  # revoked, or expired meanwhile: 401
 
-    async def issue_token(self, ref: str) -> tuple[AgentRecord, str, float]:
+    async def issue_token(self, ref: str, actor: str = "admin") -> tuple[AgentRecord, str, float]:
         agent = self.find_agent(ref)
         if agent.revoked:
             raise ConflictError(f"agent {agent.name!r} is revoked; it cannot get a new token")
         token, exp = self.tokens.issue(agent.id, agent.name, agent.trust_tier, list(agent.tags), self.clock())
-        await self.store.append_audit(self._admin_event(agent, "token_issued", "new token issued"))
+        await self.store.append_audit(self._admin_event(agent, "token_issued", "new token issued", actor))
         return agent, token, exp
 
     # ---- the check path --------------------------------------------------------------------
@@ -526,11 +533,11 @@ class Gateway:
 
     # ---- approvals -------------------------------------------------------------------------
 
-    def _approval_event(self, a: Approval, what: str, reason: str) -> AuditEvent:
+    def _approval_event(self, a: Approval, what: str, reason: str, actor: str | None = None) -> AuditEvent:
         return AuditEvent(
             timestamp=self.clock(), kind="approval", agent_id=a.agent_id, agent_name=a.agent_name, action=a.action,
             resource=a.resource, decision=what, enforced=self.enforce, policy=None, rule=None, reason=reason,
-            trace_id=a.trace_id, decision_id=a.decision_id, approval_id=a.id,
+            trace_id=a.trace_id, decision_id=a.decision_id, approval_id=a.id, actor=actor,
         )  # fmt: skip
 
     def _notify(self, approval_id: str) -> None:
@@ -543,7 +550,7 @@ class Gateway:
         try:
             await self.store.transition_approval(
                 expired, ("pending", "approved"),
-                self._approval_event(expired, "approval_expired", f"expired at {iso(approval.expires_at)}"),
+                self._approval_event(expired, "approval_expired", f"expired at {iso(approval.expires_at)}", "gateway"),
             )  # fmt: skip
         except ConflictError:
             current = await self.store.get_approval(approval.id)
@@ -588,10 +595,13 @@ class Gateway:
             approval = await self.get_approval(approval_id, agent)
         return approval
 
-    async def decide_approval(self, approval_id: str, approve: bool, by: Any, reason: Any) -> Approval:
-        """A person approves or denies a pending approval. 409 when it is decided or expired already."""
+    async def decide_approval(
+        self, approval_id: str, approve: bool, by: Any, reason: Any, actor: str | None = None
+    ) -> Approval:
+        """A person approves or denies a pending approval. 409 when it is decided or expired already.
+        ``by`` (who decides) defaults to the actor's name; the audit row names both."""
         if by is None:
-            by = "admin"
+            by = actor.partition(":")[2] if actor and ":" in actor else "admin"
         if not isinstance(by, str) or not by.strip() or len(by) > 200:
             raise InvalidRequestError("field 'by' must be a non-empty string (who decides), up to 200 characters")
         if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
@@ -607,18 +617,60 @@ class Gateway:
                           expires_at=expires)  # fmt: skip
         why = f"{status} by {decided.decided_by}" + (f": {reason}" if reason else "")
         await self.store.transition_approval(
-            decided, ("pending",), self._approval_event(decided, f"approval_{status}", why)
-        )
+            decided, ("pending",),
+            self._approval_event(decided, f"approval_{status}", why, actor or _admin_actor(decided.decided_by)),
+        )  # fmt: skip
         self._notify(approval.id)
         log.info("approval %s %s by %s", approval.id, status, decided.decided_by)
         return decided
 
     # ---- policies --------------------------------------------------------------------------
 
-    async def reload_policies(self) -> PolicySet:
-        """Reload POLICIES_DIR. On error the set in force stays (last good) and PolicyError is raised."""
+    async def reload_policies(self, actor: str = "gateway", trigger: str = "signal") -> PolicySet:
+        """Reload POLICIES_DIR. On error the set in force stays (last good) and PolicyError is raised.
+        Either way an audit row says who reloaded and which policy texts are in force (SHA-256)."""
         async with self._policy_lock:
-            return await self._reload_locked()
+            before = self.policies
+            try:
+                policies = await self._reload_locked()
+            except PolicyError as exc:
+                await self._audit_reload_failed(exc, actor, trigger)
+                raise
+        await self._audit_reload(before, policies, actor, trigger)
+        return policies
+
+    # ---- policies: the audit of every change (who, and which text: SHA-256 before and after) ----
+
+    async def _audit_policy(self, what: str, name: str | None, reason: str, actor: str, details: dict[str, Any]) -> None:
+        await self.store.append_audit(AuditEvent(
+            timestamp=self.clock(), kind="admin", agent_id=None, agent_name=None, action="admin:policy",
+            resource=name, decision=what, enforced=True, policy=name, rule=None, reason=reason, trace_id=None,
+            decision_id=None, context=canonical_context(details), actor=actor,
+        ))  # fmt: skip
+
+    async def _audit_reload(self, before: PolicySet, after: PolicySet, actor: str, trigger: str) -> None:
+        old = {p.name: sha256_text(p.text) for p in before}
+        new = {p.name: sha256_text(p.text) for p in after}
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sorted(n for n in set(new) & set(old) if new[n] != old[n])
+        parts = [f"{len(new)} policies in force"]
+        parts += [f"{label}: {', '.join(names)}" for label, names in
+                  (("added", added), ("changed", changed), ("removed", removed)) if names]  # fmt: skip
+        what = "policies_loaded" if trigger == "start" else "policies_reloaded"
+        await self._audit_policy(what, None, f"{'; '.join(parts)} ({trigger}, by {actor})", actor,
+                                 {"trigger": trigger, "folder": str(self.policies_path), "before": old,
+                                  "after": new, "mode": self.mode})  # fmt: skip
+
+    async def _audit_reload_failed(self, exc: PolicyError, actor: str, trigger: str) -> None:
+        in_force = {p.name: sha256_text(p.text) for p in self.policies}
+        await self._audit_policy(
+            "policy_reload_failed", None,
+            f"reload failed ({trigger}, by {actor}); the {len(in_force)} policies in force stay: {exc.problems[0]}"
+            if exc.problems else f"reload failed ({trigger}, by {actor})",
+            actor, {"trigger": trigger, "folder": str(self.policies_path), "in_force": in_force,
+                    "errors": [str(p) for p in exc.problems[:20]]},
+        )  # fmt: skip
 
     async def _reload_locked(self) -> PolicySet:
         try:
@@ -647,16 +699,43 @@ class Gateway:
             return None
         return path if path.parent == folder.resolve() else None
 
-    async def apply_policy(self, text: str) -> tuple[Policy, bool]:
+    async def apply_policy(self, text: str, actor: str = "admin") -> tuple[Policy, bool]:
         """Validate YAML text, write it into POLICIES_DIR, reload. Returns (policy, created).
 
-        On any problem the files and the set in force are left as they were."""
+        On any problem the files and the set in force are left as they were. Audited either way:
+        the policy's name and the SHA-256 of the text in force before and after."""
+        try:
+            policy, created, before = await self._apply_policy(text)
+        except MeshGuardError as exc:
+            name = _policy_name(text)
+            await self._audit_policy(
+                "policy_apply_failed", name, f"apply refused (by {actor}): {_first_problem(exc)}", actor,
+                {"policy": name, "sha256_sent": sha256_text(text), "in_force": sha256_text(self._text_of(name)),
+                 "errors": _problems(exc)},
+            )  # fmt: skip
+            raise
+        after = sha256_text(policy.text)
+        await self._audit_policy(
+            "policy_applied", policy.name,
+            f"policy {policy.name} {'created' if created else 'replaced'} by {actor}: sha256 "
+            f"{(before or 'none')[:12]} -> {(after or '')[:12]}", actor,
+            {"policy": policy.name, "file": policy.source, "created": created, "sha256_before": before,
+             "sha256_after": after},
+        )  # fmt: skip
+        return policy, created
+
+    def _text_of(self, name: str | None) -> str | None:
+        found = self.policies.get(name) if name else None
+        return found.text if found is not None else None
+
+    async def _apply_policy(self, text: str) -> tuple[Policy, bool, str | None]:
         if not text.strip():
             raise InvalidRequestError("the policy is empty; send the policy YAML as the body")
         parsed = parse_policy(text, source="request body")
         async with self._policy_lock:
             folder = self._policy_dir()
             existing = self.policies.get(parsed.name)
+            digest_before = sha256_text(existing.text) if existing is not None else None
             target = self._in_dir(existing, folder) if existing is not None else None
             created = existing is None
             if target is None:
@@ -682,9 +761,26 @@ class Gateway:
         policy = policies.get(parsed.name)
         assert policy is not None
         log.info("policy %s applied to %s", parsed.name, target)
-        return policy, created
+        return policy, created, digest_before
 
-    async def delete_policy(self, name: str) -> Policy:
+    async def delete_policy(self, name: str, actor: str = "admin") -> Policy:
+        """Remove a policy's file and reload; audited either way (the SHA-256 of the text removed)."""
+        before = sha256_text(self._text_of(name))
+        try:
+            policy = await self._delete_policy(name)
+        except MeshGuardError as exc:
+            await self._audit_policy(
+                "policy_delete_failed", name, f"delete refused (by {actor}): {_first_problem(exc)}", actor,
+                {"policy": name, "in_force": before, "errors": _problems(exc)},
+            )  # fmt: skip
+            raise
+        await self._audit_policy(
+            "policy_deleted", name, f"policy {name} deleted by {actor}: sha256 {(before or '')[:12]} -> none", actor,
+            {"policy": name, "file": policy.source, "sha256_before": before, "sha256_after": None},
+        )  # fmt: skip
+        return policy
+
+    async def _delete_policy(self, name: str) -> Policy:
         async with self._policy_lock:
             policy = self.policies.get(name)
             if policy is None:
@@ -778,11 +874,24 @@ class Gateway:
         except NotFoundError:
             return ref
 
+    async def verify_audit(self) -> dict[str, Any]:
+        """The audit chain's verdict (store.verify_chain): the first broken row, or ok."""
+        return await self.store.verify_chain()
+
     async def purge(self) -> int:
         days = self.settings.audit_retention_days
         if days <= 0:
             return 0
-        return await self.store.purge(self.clock() - days * 86400.0)
+        before = self.clock() - days * 86400.0
+        deleted = await self.store.purge(before)
+        if deleted:  # the chain's anchor moved: say so in the trail itself
+            await self.store.append_audit(AuditEvent(
+                timestamp=self.clock(), kind="admin", agent_id=None, agent_name=None, action="admin:audit",
+                resource=None, decision="audit_purged", enforced=True, policy=None, rule=None,
+                reason=f"retention ({days:g} days): {deleted} audit rows older than {iso(before)} deleted; the "
+                       "chain now starts at the purge anchor", trace_id=None, decision_id=None, actor="gateway",
+            ))  # fmt: skip
+        return deleted
 
     # ---- health ----------------------------------------------------------------------------
 
@@ -798,6 +907,30 @@ class Gateway:
                 "apply one with `meshguard policy apply FILE`"
             )
         return None
+
+
+def _admin_actor(name: str | None) -> str:
+    """The principal of an admin request: ``admin`` (the admin token), with the person's name
+    when one was given (``admin:alice``)."""
+    return f"admin:{name}" if name and name != "admin" else "admin"
+
+
+def _policy_name(text: str) -> str | None:
+    """The name a (perhaps invalid) policy text gives itself, for the audit row of a refused apply."""
+    match = re.search(r"^name:[ \t]*['\"]?([^'\"\n#]+?)['\"]?[ \t]*(?:#.*)?$", text, re.MULTILINE)
+    return match.group(1)[:128] if match else None
+
+
+def _problems(exc: MeshGuardError) -> list[str]:
+    if isinstance(exc, PolicyError):
+        return [str(p) for p in exc.problems[:20]]
+    return [str(exc)]
+
+
+def _first_problem(exc: MeshGuardError) -> str:
+    problems = _problems(exc)
+    more = f" (and {len(exc.problems) - 1} more)" if isinstance(exc, PolicyError) and len(exc.problems) > 1 else ""
+    return (problems[0] if problems else type(exc).__name__) + more
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -110,7 +110,9 @@ async def _every(seconds: float, what: str, fn: Any) -> None:
 
 async def serve(settings: Settings, sock: socket.socket) -> int:
     """Start the gateway on ``sock`` and serve until SIGINT/SIGTERM. Returns the exit status."""
-    gw = Gateway(settings, SQLiteStore(settings.database, synchronous=settings.db_synchronous))
+    store = SQLiteStore(settings.database, synchronous=settings.db_synchronous, chain_key=settings.chain_key,
+                        head_path=settings.chain_head_path)  # fmt: skip
+    gw = Gateway(settings, store)
     try:
         await gw.start()
     except MeshGuardError as exc:

@@ -22,11 +22,15 @@ import os
 import queue
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from meshguard_gateway import chain as _chain
 from meshguard_gateway.errors import ConflictError, MeshGuardError, NotFoundError, StoreError
 
 log = logging.getLogger("meshguard.store")
@@ -74,6 +78,7 @@ class AuditEvent:
     decision_id: str | None
     approval_id: str | None = None
     context: str | None = None  # canonical JSON
+    actor: str | None = None  # who made an admin change: "admin", "admin:<name>", "gateway"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class AuditEntry:
     id: int
     event: AuditEvent
     outcome: Outcome | None = None
+    chain_prev: str | None = None
+    chain_mac: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,7 @@ class Store(Protocol):
     async def expired_pending_approvals(self, now: float) -> list[Approval]: ...
 
     async def purge(self, before: float) -> int: ...
+    async def verify_chain(self) -> dict[str, Any]: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,14 +329,30 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX alert_deliveries_ts ON alert_deliveries (ts);
     CREATE INDEX alert_deliveries_outcome ON alert_deliveries (outcome, id);
     """,
+    # 4: audit chain: who made an admin change, and each audit row and outcome record linked to
+    # the one before it with a keyed MAC (chain.py); `audit_chain` holds the chain's tagged metadata
+    # (key fingerprint, purge anchors, rows that existed before the chain). Rows written before this
+    # migration are chained when the gateway first opens the database with its key (_ChainState).
+    """
+    ALTER TABLE audit_log ADD COLUMN actor TEXT;
+    ALTER TABLE audit_log ADD COLUMN chain_prev TEXT;
+    ALTER TABLE audit_log ADD COLUMN chain_mac TEXT;
+    ALTER TABLE records ADD COLUMN chain_prev TEXT;
+    ALTER TABLE records ADD COLUMN chain_mac TEXT;
+    CREATE TABLE audit_chain (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _AUDIT_COLUMNS = (
     "ts, kind, agent_id, agent_name, action, resource, decision, enforced, policy, rule, reason, "
-    "trace_id, decision_id, approval_id, context"
+    "trace_id, decision_id, approval_id, context, actor"
 )
-_INSERT_AUDIT = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_AUDIT_WIDTH = 19  # id, the 16 columns above, chain_prev, chain_mac
+_INSERT_AUDIT = (
+    f"INSERT INTO audit_log (id, {_AUDIT_COLUMNS}, chain_prev, chain_mac) VALUES ({','.join('?' * _AUDIT_WIDTH)})"
+)
+_RECORD_COLUMNS = "ts, agent_id, decision_id, action, resource, status, result, duration_ms"
 _APPROVAL_COLUMNS = (
     "id, agent_id, agent_name, action, resource, context, status, created_at, expires_at, decision_id, "
     "trace_id, decided_by, decision_reason, decided_at, used_at"
@@ -336,15 +360,33 @@ _APPROVAL_COLUMNS = (
 
 
 def _audit_params(e: AuditEvent) -> tuple[Any, ...]:
+    """The column values as SQLite gives them back (a float time, 0/1), which is what the chain seals."""
     return (
-        e.timestamp, e.kind, e.agent_id, e.agent_name, e.action, e.resource, e.decision, int(e.enforced),
-        e.policy, e.rule, e.reason, e.trace_id, e.decision_id, e.approval_id, e.context,
+        float(e.timestamp), e.kind, e.agent_id, e.agent_name, e.action, e.resource, e.decision, int(e.enforced),
+        e.policy, e.rule, e.reason, e.trace_id, e.decision_id, e.approval_id, e.context, e.actor,
     )  # fmt: skip
 
 
 def _insert_audit(conn: sqlite3.Connection, e: AuditEvent) -> int:
-    cur = conn.execute(_INSERT_AUDIT, _audit_params(e))
-    return int(cur.lastrowid or 0)
+    """Insert one audit row inside a writer job, chained after the last one."""
+    params = _audit_params(e)
+    rid, prev, mac = _chains_of(conn).audit.seal(params)
+    conn.execute(_INSERT_AUDIT, (rid, *params, prev, mac))
+    return rid
+
+
+def _insert_record(conn: sqlite3.Connection, r: OutcomeRecord) -> int:
+    """Insert one outcome record inside a writer job, chained after the last one."""
+    params = (
+        float(r.timestamp), r.agent_id, r.decision_id, r.action, r.resource, r.status, r.result,
+        None if r.duration_ms is None else float(r.duration_ms),
+    )  # fmt: skip
+    rid, prev, mac = _chains_of(conn).records.seal(params)
+    conn.execute(
+        f"INSERT INTO records (id, {_RECORD_COLUMNS}, chain_prev, chain_mac) VALUES ({','.join('?' * 11)})",
+        (rid, *params, prev, mac),
+    )
+    return rid
 
 
 def _agent_from_row(r: Sequence[Any]) -> AgentRecord:
@@ -369,15 +411,15 @@ _STOP = object()
 # What a queued write is: an audit row (its parameters; inserted many rows per statement), or a job
 # (a callable on the connection), unguarded or in its own savepoint.
 _ROW, _JOB, _GUARDED = 0, 1, 2
-_BULK_ROWS = 500  # 15 columns x 500 rows stays far below SQLite's variable limit
+_BULK_ROWS = 500  # 19 columns x 500 rows stays far below SQLite's variable limit (32766)
 _bulk_sql_cache: dict[int, str] = {}
 
 
 def _bulk_insert_sql(n: int) -> str:
     sql = _bulk_sql_cache.get(n)
     if sql is None:
-        row = "(" + ",".join("?" * 15) + ")"
-        sql = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES " + ",".join([row] * n)
+        row = "(" + ",".join("?" * _AUDIT_WIDTH) + ")"
+        sql = f"INSERT INTO audit_log (id, {_AUDIT_COLUMNS}, chain_prev, chain_mac) VALUES " + ",".join([row] * n)
         _bulk_sql_cache[n] = sql
     return sql
 
@@ -397,6 +439,112 @@ def _log_lost_audit(fut: asyncio.Future[Any]) -> None:
         log.error("an audit row was not saved (AUDIT_DURABILITY=deferred): %s", fut.exception())
 
 
+# --------------------------------------------------------------------------------------------
+# The audit chain's state (chain.py has the rules; this is where rows get their MACs)
+# --------------------------------------------------------------------------------------------
+
+# Used when a store is opened without a key (unit tests, tools): the chain still catches accidents,
+# but anyone can recompute it. The gateway always passes its secret key (config.chain_key).
+UNKEYED_CHAIN_KEY = b"meshguard unkeyed audit chain: detects accidents, not tampering"
+_CHAINED_TABLES = ("audit_log", "records")
+_HEAD_SIZE = 1024  # the head file is rewritten in place at a fixed size (one page, one write)
+
+
+class _Chain:
+    """The end of one table's chain as the writer sees it: the next id and the last MAC. Ids are
+    assigned here (not by SQLite) because each row's MAC covers its id; a rolled-back row gives its
+    id back, so committed ids stay consecutive."""
+
+    __slots__ = ("table", "key", "next_id", "head")
+
+    def __init__(self, table: str, key: bytes) -> None:
+        self.table, self.key = table, key
+        self.next_id, self.head = 1, _chain.GENESIS
+
+    def seal(self, values: tuple[Any, ...]) -> tuple[int, str, str]:
+        rid, prev = self.next_id, self.head
+        mac = _chain.row_mac(self.key, self.table, rid, prev, values)
+        self.next_id, self.head = rid + 1, mac
+        return rid, prev, mac
+
+
+class _ChainState:
+    """Both chains, saved and restored around anything that can roll back, and the head file: the
+    end of each chain copied outside the database after every commit, so that cutting rows off
+    the end of the trail (which leaves a valid, shorter chain) is detectable too."""
+
+    def __init__(self, key: bytes, head_path: Path | None) -> None:
+        self.key = key
+        self.audit = _Chain("audit_log", key)
+        self.records = _Chain("records", key)
+        self.head_path = head_path
+        self.chain_id = ""
+        self._head_fd: int | None = None
+        self._written: tuple[Any, ...] = ()
+
+    def save(self) -> tuple[int, str, int, str]:
+        return self.audit.next_id, self.audit.head, self.records.next_id, self.records.head
+
+    def restore(self, saved: tuple[int, str, int, str]) -> None:
+        self.audit.next_id, self.audit.head, self.records.next_id, self.records.head = saved
+
+    def write_head(self) -> None:
+        """Copy the chain ends to the head file (best effort: a failure is logged, and verify
+        then reports the head as stale rather than the trail as cut)."""
+        if self.head_path is None:
+            return
+        now = self.save()
+        if now == self._written:
+            return
+        data = (f'{{"chain_id":"{self.chain_id}","audit_log":{{"id":{now[0] - 1},"mac":"{now[1]}"}},'
+                f'"records":{{"id":{now[2] - 1},"mac":"{now[3]}"}}}}').encode()  # JSON, without json.dumps
+        try:
+            if self._head_fd is None:
+                self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.pwrite(self._head_fd, data.ljust(_HEAD_SIZE, b" "), 0)
+            self._written = now
+        except OSError as exc:
+            log.error("audit chain head %s could not be written: %s", self.head_path, exc)
+
+    def close(self) -> None:
+        fd, self._head_fd = self._head_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class _ChainedConnection(sqlite3.Connection):
+    """The writer's connection, carrying the chain state, so that every job that inserts an
+    audit row or a record (``_insert_audit``, ``_insert_record``) chains it in commit order."""
+
+    chains: _ChainState | None = None
+
+
+def _chains_of(conn: sqlite3.Connection) -> _ChainState:
+    chains = getattr(conn, "chains", None)
+    if chains is None:
+        raise StoreError("audit rows can only be written by the store's writer (the chain lives there)")
+    return chains
+
+
+def read_head_file(path: Path | None) -> dict[str, Any] | None:
+    """The chain head recorded outside the database, or None when there is none (or it is unreadable)."""
+    if path is None:
+        return None
+    try:
+        raw = path.read_bytes().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("audit chain head %s is not readable: %s", path, exc)
+        return None
+    try:
+        doc = json.loads(raw) if raw else None
+    except ValueError:
+        log.warning("audit chain head %s is not valid JSON; ignoring it", path)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 class _Writer:
     """The one thread that writes. Collects whatever jobs are waiting and commits them together.
 
@@ -408,9 +556,10 @@ class _Writer:
 
     MAX_BATCH = 2048
 
-    def __init__(self, conn: sqlite3.Connection, db_path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, db_path: Path, chains: _ChainState) -> None:
         self._conn = conn
         self._db_path = db_path
+        self._chains = chains
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="meshguard-store-writer", daemon=True)
         self._closed = False
@@ -451,15 +600,25 @@ class _Writer:
 
     def _commit(self, batch: list[tuple[Any, int, asyncio.Future[Any], asyncio.AbstractEventLoop]]) -> None:
         conn = self._conn
+        chains = self._chains
+        audit = chains.audit
         results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]] = []
         rows: list[tuple[tuple[Any, ...], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
+        # The chain is computed here, in commit order; whatever rolls back puts the chain back too.
+        at_start = chains.save()
 
         def flush_rows() -> None:
             for i in range(0, len(rows), _BULK_ROWS):
                 chunk = rows[i : i + _BULK_ROWS]
-                flat = [v for params, _, _ in chunk for v in params]
-                last = int(conn.execute(_bulk_insert_sql(len(chunk)), flat).lastrowid or 0)
-                first = last - len(chunk) + 1
+                flat: list[Any] = []
+                first = audit.next_id
+                for params, _, _ in chunk:
+                    rid, prev, mac = audit.seal(params)
+                    flat.append(rid)
+                    flat.extend(params)
+                    flat.append(prev)
+                    flat.append(mac)
+                conn.execute(_bulk_insert_sql(len(chunk)), flat)
                 results.extend((fut, loop, first + k, None) for k, (_, fut, loop) in enumerate(chunk))
             rows.clear()
 
@@ -471,7 +630,9 @@ class _Writer:
                 flush_rows()
             except Exception as exc:  # one bad row must not fail its neighbours: one by one
                 log.warning("database %s: batch insert failed (%s); retrying row by row", self._db_path, exc)
+                chains.restore(at_start)
                 results = [self._insert_one(job, fut, loop) for job, _, fut, loop in batch]
+            chains.write_head()
             self._deliver(results)
             return
         try:
@@ -485,11 +646,13 @@ class _Writer:
                     results.append((fut, loop, job(conn), None))
                     continue
                 conn.execute("SAVEPOINT job")
+                before_job = chains.save()
                 try:
                     value = job(conn)
                 except MeshGuardError as exc:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
+                    chains.restore(before_job)
                     results.append((fut, loop, None, exc))
                 else:
                     conn.execute("RELEASE job")
@@ -502,16 +665,22 @@ class _Writer:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            chains.restore(at_start)
             err = StoreError(f"database {self._db_path}: write failed ({exc}); nothing was saved, retry")
             results = [(fut, loop, None, err) for _, _, fut, loop in batch]
+        chains.write_head()
         self._deliver(results)
 
     def _insert_one(
         self, params: tuple[Any, ...], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
     ) -> tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]:
+        saved = self._chains.save()
         try:
-            return fut, loop, int(self._conn.execute(_INSERT_AUDIT, params).lastrowid or 0), None
+            rid, prev, mac = self._chains.audit.seal(params)
+            self._conn.execute(_INSERT_AUDIT, (rid, *params, prev, mac))
+            return fut, loop, rid, None
         except Exception as exc:
+            self._chains.restore(saved)  # the next row is chained after the last one that was saved
             log.error("database %s: write failed: %s", self._db_path, exc)
             return fut, loop, None, StoreError(f"database {self._db_path}: write failed ({exc}); nothing was saved")
 
@@ -561,9 +730,15 @@ class _Checkpointer:
 class SQLiteStore:
     """`Store` on one SQLite file (WAL). Reads use per-thread connections; writes use `_Writer`."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path | str, *, synchronous: str = "FULL", chain_key: bytes | None = None,
+        head_path: Path | None = None,
+    ) -> None:  # fmt: skip
         self.path = Path(path)
         self._synchronous = synchronous
+        self._chain_key = chain_key or UNKEYED_CHAIN_KEY
+        self.head_path = head_path
+        self._chains: _ChainState | None = None
         self._writer: _Writer | None = None
         self._checkpointer: _Checkpointer | None = None
         self._lock_fd: int | None = None
@@ -573,8 +748,9 @@ class SQLiteStore:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+    def _connect(self, writer: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10,
+                               factory=_ChainedConnection if writer else sqlite3.Connection)  # fmt: skip
         conn.execute("PRAGMA busy_timeout = 10000")
         return conn
 
@@ -620,7 +796,7 @@ class SQLiteStore:
             if not self.path.exists():
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
                 os.close(fd)
-            conn = self._connect()
+            conn = self._connect(writer=True)
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -630,6 +806,7 @@ class SQLiteStore:
                 # for; the automatic one stays as a safety net at a larger size.
                 conn.execute("PRAGMA wal_autocheckpoint = 10000")
                 self._migrate(conn)
+                chains = self._open_chain(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -637,7 +814,8 @@ class SQLiteStore:
             raise StoreError(f"database {self.path} is not usable: {exc}; check the file or pass another --db") from exc
         except OSError as exc:
             raise StoreError(f"database {self.path} cannot be created: {exc.strerror or exc}") from exc
-        self._writer = _Writer(conn, self.path)
+        self._chains = chains
+        self._writer = _Writer(conn, self.path, chains)
         self._checkpointer = _Checkpointer(self._connect, self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -660,6 +838,90 @@ class SQLiteStore:
                 raise
             log.info("database %s migrated to schema version %d", self.path, number)
 
+    # ---- the audit chain at open ------------------------------------------------------------
+
+    def _open_chain(self, conn: sqlite3.Connection) -> _ChainState:
+        """Pick up both chains where the database ends them: check the key, chain the rows that
+        existed before the chain (first open after the migration), compare the end with the head
+        file, and record a cut-off tail in the trail itself."""
+        chains = _ChainState(self._chain_key, self.head_path)
+        conn.chains = chains  # type: ignore[attr-defined]
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            meta, meta_ok = _load_chain_meta(conn, self._chain_key)
+            ours = _chain.key_id(self._chain_key)
+            if meta == {}:
+                raise StoreError(f"database {self.path}: the audit chain metadata (table audit_chain) is unreadable; "
+                                 "restore the database from a backup")  # fmt: skip
+            if meta is None:
+                meta = {"chain_id": uuid.uuid4().hex, "key_id": ours, "created_at": now, "anchors": {}, "legacy": {}}
+                for table in _CHAINED_TABLES:
+                    n, through = _chain_existing_rows(conn, table, self._chain_key)
+                    if n:
+                        meta["legacy"][table] = {"through": through, "rows": n, "chained_at": now}
+                        log.warning("database %s: %d %s rows written before the audit chain existed were chained "
+                                    "now; edits made to them before today cannot be detected", self.path, n, table)  # fmt: skip
+                _save_chain_meta(conn, self._chain_key, meta)
+            elif meta.get("key_id") != ours:
+                raise StoreError(
+                    f"database {self.path} was chained with audit chain key {meta.get('key_id')}, but this gateway's "
+                    f"key is {ours}: restore the key it was written with (AUDIT_CHAIN_KEY, or audit_chain_key in "
+                    "the state folder it ran with), or give this gateway another --db"
+                )
+            elif not meta_ok:
+                log.error("database %s: the audit chain metadata does not match its MAC (edited?); "
+                          "`meshguard audit verify` reports it", self.path)  # fmt: skip
+            chains.chain_id = str(meta.get("chain_id") or "")
+            anchors = meta.get("anchors") or {}
+            ends: dict[str, int] = {}
+            for table, ch in (("audit_log", chains.audit), ("records", chains.records)):
+                last = conn.execute(f"SELECT id, chain_mac FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
+                seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+                anchor = anchors.get(table) or {}
+                ends[table] = int(last[0]) if last else 0
+                ch.next_id = max(ends[table], int(seq[0]) if seq else 0, int(anchor.get("id") or 0)) + 1
+                ch.head = (last[1] if last else None) or str(anchor.get("mac") or _chain.GENESIS)
+            for problem in self._tail_problems(conn, chains, anchors, ends):
+                log.error("database %s: %s", self.path, problem)
+                _insert_audit(conn, AuditEvent(
+                    timestamp=now, kind="admin", agent_id=None, agent_name=None, action="admin:audit", resource=None,
+                    decision="audit_truncated", enforced=True, policy=None, rule=None, reason=problem, trace_id=None,
+                    decision_id=None, actor="gateway",
+                ))  # fmt: skip
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        chains.write_head()
+        return chains
+
+    def _tail_problems(
+        self, conn: sqlite3.Connection, chains: _ChainState, anchors: dict[str, Any], ends: dict[str, int]
+    ) -> list[str]:
+        head = read_head_file(self.head_path)
+        if head is None:
+            return []
+        if head.get("chain_id") != chains.chain_id:
+            log.warning("audit chain head %s belongs to another database; it is replaced by this one's", self.head_path)
+            return []
+        problems = []
+        for table in _CHAINED_TABLES:
+            h = head.get(table) if isinstance(head.get(table), dict) else {}
+            hid, hmac_ = int(h.get("id") or 0), str(h.get("mac") or "")
+            if hid == 0 or hid <= int((anchors.get(table) or {}).get("id") or 0):
+                continue
+            found = conn.execute(f"SELECT chain_mac FROM {table} WHERE id = ?", (hid,)).fetchone()
+            if found is None and hid > ends[table]:
+                problems.append(
+                    f"the {table} chain ended at row {hid} ({self.head_path}), but the database ends at row "
+                    f"{ends[table]}: {hid - ends[table]} row(s) were cut off the end while the gateway was stopped"
+                )
+            elif found is not None and found[0] != hmac_:
+                problems.append(f"{table} row {hid} is not the row the chain ended with ({self.head_path}): "
+                                "the end of the trail was rewritten while the gateway was stopped")  # fmt: skip
+        return problems
+
     async def open(self) -> None:
         await asyncio.to_thread(self.open_sync)
 
@@ -671,6 +933,9 @@ class SQLiteStore:
         if writer is not None:
             await asyncio.to_thread(writer.stop)
             writer._conn.close()
+        chains, self._chains = self._chains, None
+        if chains is not None:
+            chains.close()
         with self._readers_lock:
             for conn in self._readers:
                 try:
@@ -782,13 +1047,7 @@ class SQLiteStore:
                         f"decision {record.decision_id!r} is not a decision of this agent; send the "
                         "decision_id from this agent's check answer, or leave it out"
                     )
-            cur = c.execute(
-                "INSERT INTO records (ts, agent_id, decision_id, action, resource, status, result, duration_ms) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (record.timestamp, record.agent_id, record.decision_id, record.action, record.resource,
-                 record.status, record.result, record.duration_ms),
-            )  # fmt: skip
-            rid = int(cur.lastrowid or 0)
+            rid = _insert_record(c, record)
             if event is not None:
                 _insert_audit(c, event)
             return rid
@@ -829,7 +1088,7 @@ class SQLiteStore:
             where.append("id < ?")
             params.append(query.before)
         order = "ASC" if query.order == "asc" else "DESC"
-        sql = f"SELECT id, {_AUDIT_COLUMNS} FROM audit_log"
+        sql = f"SELECT id, {_AUDIT_COLUMNS}, chain_prev, chain_mac FROM audit_log"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id {order} LIMIT ?"
@@ -852,10 +1111,10 @@ class SQLiteStore:
                 event = AuditEvent(
                     timestamp=r[1], kind=r[2], agent_id=r[3], agent_name=r[4], action=r[5], resource=r[6],
                     decision=r[7], enforced=bool(r[8]), policy=r[9], rule=r[10], reason=r[11], trace_id=r[12],
-                    decision_id=r[13], approval_id=r[14], context=r[15],
+                    decision_id=r[13], approval_id=r[14], context=r[15], actor=r[16],
                 )  # fmt: skip
                 outcome = outcomes.get(r[13]) if r[2] == "check" and r[13] else None
-                out.append(AuditEntry(id=r[0], event=event, outcome=outcome))
+                out.append(AuditEntry(id=r[0], event=event, outcome=outcome, chain_prev=r[17], chain_mac=r[18]))
             return out
 
         return await self._read(run)
@@ -983,20 +1242,34 @@ class SQLiteStore:
 
     async def purge(self, before: float) -> int:
         """Delete audit rows, records and finished approvals older than ``before``, in small batches
-        so that checks keep committing meanwhile. Returns the number of audit rows deleted."""
+        so that checks keep committing meanwhile. Returns the number of audit rows deleted.
+
+        Only a prefix of each chain is deleted (the rows up to the first one at or after
+        ``before``), and the last deleted row's id and MAC become the chain's anchor, in the same
+        transaction: verification then starts there and says so."""
         total = 0
+        key = self._chain_key
 
         def job(c: sqlite3.Connection) -> tuple[int, int]:
-            n = c.execute(
-                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE ts < ? ORDER BY id LIMIT 5000)",
-                (before,),
-            ).rowcount
-            m = c.execute(
-                "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE ts < ? ORDER BY id LIMIT 5000)",
-                (before,),
-            ).rowcount
+            meta, _ = _load_chain_meta(c, key)
+            if meta is None:
+                raise StoreError(f"database {self.path}: the audit chain metadata is missing; nothing was purged")
+            counts = []
+            for table in _CHAINED_TABLES:
+                newer = c.execute(f"SELECT MIN(id) FROM {table} WHERE ts >= ?", (before,)).fetchone()[0]
+                bound = "id < ?" if newer is not None else "1"
+                args: tuple[Any, ...] = (newer,) if newer is not None else ()
+                end = c.execute(f"SELECT id, chain_mac FROM {table} WHERE id IN (SELECT id FROM {table} "
+                                f"WHERE {bound} ORDER BY id LIMIT 5000) ORDER BY id DESC LIMIT 1", args).fetchone()  # fmt: skip
+                if end is None:
+                    counts.append(0)
+                    continue
+                n = c.execute(f"DELETE FROM {table} WHERE id <= ?", (end[0],)).rowcount
+                meta.setdefault("anchors", {})[table] = {"id": int(end[0]), "mac": end[1], "at": time.time()}
+                counts.append(int(n))
+            _save_chain_meta(c, key, meta)
             c.execute("DELETE FROM approvals WHERE status != 'pending' AND created_at < ?", (before,))
-            return int(n), int(m)
+            return counts[0], counts[1]
 
         while True:
             n, m = await self._write(job)
@@ -1037,3 +1310,133 @@ class SQLiteStore:
             return int(c.execute("DELETE FROM alert_deliveries WHERE ts < ?", (before,)).rowcount)
 
         return await self._write(job)
+
+    # ---- the audit chain: verification -----------------------------------------------------
+
+    async def verify_chain(self) -> dict[str, Any]:
+        """Check both chains from their start (genesis or purge anchor) to their end, and the end
+        against the head file. Returns {"ok", "tables": [...], "first_problem", "problems"}."""
+        key = self._chain_key
+        head_path = self.head_path
+        # The head file first, then the snapshot: every row the head names is then in the snapshot.
+        head = read_head_file(head_path)
+
+        def run(c: sqlite3.Connection) -> dict[str, Any]:
+            c.execute("BEGIN")
+            try:
+                return _verify_db(c, key, head, str(head_path) if head_path else "no head file configured")
+            finally:
+                c.execute("COMMIT")
+
+        return await self._read(run)
+
+
+# --------------------------------------------------------------------------------------------
+# The audit chain: metadata and verification over a connection
+# --------------------------------------------------------------------------------------------
+
+
+def _load_chain_meta(conn: sqlite3.Connection, key: bytes) -> tuple[dict[str, Any] | None, bool]:
+    """(metadata, its tag holds). None when the chain was never started on this database."""
+    row = conn.execute("SELECT value FROM audit_chain WHERE name = 'chain'").fetchone()
+    if row is None:
+        return None, True
+    try:
+        doc = json.loads(row[0])
+    except ValueError:
+        return {}, False
+    if not isinstance(doc, dict):
+        return {}, False
+    stated = doc.pop("tag", None)
+    return doc, isinstance(stated, str) and stated == _chain.tag(key, doc)
+
+
+def _save_chain_meta(conn: sqlite3.Connection, key: bytes, meta: dict[str, Any]) -> None:
+    doc = {k: v for k, v in meta.items() if k != "tag"}
+    doc["tag"] = _chain.tag(key, doc)
+    conn.execute("INSERT OR REPLACE INTO audit_chain (name, value) VALUES ('chain', ?)", (json.dumps(doc),))
+
+
+def _chain_existing_rows(conn: sqlite3.Connection, table: str, key: bytes) -> tuple[int, int]:
+    """Chain the rows written before the chain existed, in id order. Returns (rows, last id)."""
+    fields = ", ".join(_chain.TABLE_FIELDS[table])
+    prev, after, n = _chain.GENESIS, 0, 0
+    while True:
+        rows = conn.execute(f"SELECT id, {fields} FROM {table} WHERE id > ? ORDER BY id LIMIT 5000", (after,)).fetchall()
+        if not rows:
+            return n, after
+        updates = []
+        for r in rows:
+            mac = _chain.row_mac(key, table, r[0], prev, tuple(r[1:]))
+            updates.append((prev, mac, r[0]))
+            prev = mac
+        conn.executemany(f"UPDATE {table} SET chain_prev = ?, chain_mac = ? WHERE id = ?", updates)
+        n += len(rows)
+        after = rows[-1][0]
+
+
+def _verify_db(conn: sqlite3.Connection, key: bytes, head: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    meta, meta_ok = _load_chain_meta(conn, key)
+    reports: list[_chain.TableReport] = []
+    if meta is None:
+        meta, meta_ok = {}, False
+    key_ok = meta.get("key_id") == _chain.key_id(key)
+    if head is not None and head.get("chain_id") != meta.get("chain_id"):
+        head = None
+        where += " (it belongs to another database)"
+    for table in _CHAINED_TABLES:
+        rep = _chain.TableReport(table)
+        reports.append(rep)
+        if not key_ok:
+            rep.fail(None, f"this database was chained with key {meta.get('key_id')}, not with this key "
+                           f"({_chain.key_id(key)})" if meta.get("key_id") else "this database has no chain metadata")  # fmt: skip
+            continue
+        if not meta_ok:
+            rep.fail(None, "the chain metadata (audit_chain table: anchors, key) does not match its MAC: it was edited")
+        anchor = (meta.get("anchors") or {}).get(table)
+        start_prev, start_after, start_text = _chain.GENESIS, None, None
+        if isinstance(anchor, dict):
+            start_prev, start_after = str(anchor.get("mac")), int(anchor.get("id") or 0)
+            start_text = (f"the purge anchor: rows up to {start_after} were deleted by retention "
+                          f"({iso(anchor.get('at'))}); verified from the row after it")  # fmt: skip
+        legacy = (meta.get("legacy") or {}).get(table)
+        if isinstance(legacy, dict):
+            rep.notes.append(
+                f"rows up to {legacy.get('through')} were written before the audit chain existed and were chained "
+                f"when this gateway version first opened the database ({iso(legacy.get('chained_at'))}): edits made "
+                "to them before then cannot be detected"
+            )
+        fields = ", ".join(_chain.TABLE_FIELDS[table])
+        cur = conn.execute(f"SELECT id, chain_prev, chain_mac, {fields} FROM {table} ORDER BY id")
+        rows = (_chain.ChainRow(r[0], r[1], r[2], tuple(r[3:])) for r in cur)
+
+        def by_mac(mac: str, table: str = table) -> int | None:
+            found = conn.execute(f"SELECT id FROM {table} WHERE chain_mac = ? LIMIT 1", (mac,)).fetchone()
+            return int(found[0]) if found else None
+
+        def mac_at(row_id: int, table: str = table) -> str | None:
+            found = conn.execute(f"SELECT chain_mac FROM {table} WHERE id = ?", (row_id,)).fetchone()
+            return found[0] if found else None
+
+        _chain.verify_rows(key, table, rows, start_prev=start_prev, start_after=start_after, start_text=start_text,
+                           report=rep, find_by_mac=by_mac)  # fmt: skip
+        if start_after is not None and rep.rows == 0:
+            rep.start = f"the purge anchor (row {start_after}); every older row was deleted by retention"
+        _chain.check_head(rep, head.get(table) if head else None, mac_at, where, purged_through=start_after or 0)
+    audit_rep = reports[0]
+    for rid, reason in conn.execute(
+        "SELECT id, reason FROM audit_log WHERE kind = 'admin' AND decision = 'audit_truncated' ORDER BY id"
+    ):
+        audit_rep.fail(rid, f"row {rid} records that the trail was cut while the gateway was stopped: {reason}")
+    problems = sum(r.problems for r in reports)
+    first = next((r.first_problem for r in reports if r.first_problem), None)
+    return {"ok": problems == 0, "problems": problems, "first_problem": first,
+            "key_id": _chain.key_id(key), "tables": [r.to_dict() for r in reports]}  # fmt: skip
+
+
+def iso(ts: Any) -> str | None:
+    """Epoch seconds -> ISO-8601 UTC (for messages about the chain)."""
+    try:
+        return datetime.fromtimestamp(float(ts), timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None

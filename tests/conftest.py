@@ -28,6 +28,7 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 # The seed document's own tests need AutoGPT's Python: tests/test_seed_document.py runs them there.
 collect_ignore = ["seed"]
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
+AUDIT_CHAIN_KEY = "test-audit-chain-key-0123456789abcdef0123"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -149,6 +150,7 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             **os.environ,
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "JWT_SECRET": JWT_SECRET,
+            "AUDIT_CHAIN_KEY": AUDIT_CHAIN_KEY,  # restarts on the same database may use a new state folder
             "HOME": str(base / "home"),
             "LOG_LEVEL": "info",
             **(env or {}),

@@ -43,6 +43,9 @@ def test_bench_gateway_smoke_every_answered_check_is_audited(tmp_path: Path) -> 
     commit = next(g for g in result["gateways"] if g["durability"] == "commit")
     assert commit["rows_at_answer_ok"] is True
     assert all(c["rows_per_s"] > 0 for c in commit["sqlite_ceiling"])
+    chain = result["chain_cost"]  # with and without the audit chain, and the chained trail verifies
+    assert chain["with"] and chain["without"] and chain["verified"] is True
+    assert "### Audit chain cost" in proc.stdout
 
 
 @pytest.mark.autogpt

@@ -93,5 +93,5 @@ def test_follower_sees_every_row_once_while_writes_happen(
         follower.join(60)
     assert Counter(statuses) == {200: 320, 403: 320}
     every = sorted(e["id"] for e in gw.admin("GET", "/admin/audit", params={"limit": 10000}).json()["entries"])
-    assert len(every) == 641  # 640 decisions + the agent's creation
+    assert len(every) == 642  # 640 decisions + the agent's creation + the policy load at start
     assert seen == every  # in order, no gaps, no duplicates

@@ -74,10 +74,12 @@ def _error_text(body: Any, fallback: str) -> tuple[str | None, str]:
 class AdminClient:
     """Talks to `/admin/*` with the resolved URL and admin token."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, actor: str | None = None) -> None:
         self.settings = settings
         self.url = str(settings.url.value)
         headers = {"User-Agent": f"meshguard-cli/{__version__}", "Accept": "application/json"}
+        if actor and actor.isascii() and actor.isprintable() and len(actor) <= 128:
+            headers["X-MeshGuard-Actor"] = actor.strip()
         if settings.admin_token.value:
             headers["X-Admin-Token"] = settings.admin_token.value
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=settings.timeout)
@@ -106,15 +108,19 @@ class AdminClient:
         json: Any = None,
         content: str | bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Any:
-        """Send one request; return the decoded JSON body of a 2xx answer or raise a CLIError."""
+        """Send one request; return the decoded JSON body of a 2xx answer or raise a CLIError.
+        ``timeout`` overrides the configured one for a request known to take long."""
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+        wait = timeout if timeout is not None else self.settings.timeout
         try:
-            resp = self._http.request(method, path, params=clean, json=json, content=content, headers=headers)
+            resp = self._http.request(method, path, params=clean, json=json, content=content, headers=headers,
+                                      timeout=wait)  # fmt: skip
         except httpx.TimeoutException:
             raise NetworkError(
                 f"the MeshGuard gateway at {self._where()} did not answer {method} {path} within "
-                f"{self.settings.timeout:g}s; check that it is running (`meshguard gateway status`) "
+                f"{wait:g}s; check that it is running (`meshguard gateway status`) "
                 "or raise MESHGUARD_TIMEOUT"
             ) from None
         except httpx.ConnectError as exc:

@@ -7,6 +7,7 @@ command asks for its settings or its admin client.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ class Flags:
     json: bool = False
     quiet: bool = False
     timeout: float | None = None
+    actor: str | None = None
     settings: Settings | None = None
 
 
@@ -53,7 +55,11 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
 
 
 def connection_options(f: F) -> F:
-    """--url, --admin-token, --timeout: which gateway to talk to, and how."""
+    """--url, --admin-token, --timeout, --as: which gateway to talk to, how, and as whom."""
+    f = click.option(
+        "--as", "actor", default=None, expose_value=False, callback=_keep("actor"), metavar="NAME",
+        help="Your name in the audit trail of admin changes (default: MESHGUARD_ACTOR, else $USER).",
+    )(f)  # fmt: skip
     f = click.option(
         "--timeout", type=float, default=None, expose_value=False, callback=_positive, metavar="SECONDS",
         help="Seconds to wait for the gateway (default 10, or MESHGUARD_TIMEOUT).",
@@ -103,9 +109,17 @@ def quiet(ctx: click.Context | None = None) -> bool:
     return flags(ctx).quiet
 
 
+def actor_name(ctx: click.Context | None = None) -> str:
+    """Who is at the keyboard, for the audit trail: --as, MESHGUARD_ACTOR, else the login name."""
+    from meshguard_gateway.cli.approval import who_am_i
+
+    return flags(ctx).actor or os.environ.get("MESHGUARD_ACTOR") or who_am_i()
+
+
 def admin_client(ctx: click.Context | None = None) -> Any:
-    """An AdminClient for the resolved gateway, closed when the command ends."""
+    """An AdminClient for the resolved gateway, closed when the command ends. It names the person
+    (`actor_name`) in ``X-MeshGuard-Actor``, which the gateway records with every admin change."""
     from meshguard_gateway.cli._client import AdminClient  # httpx only when a command needs it
 
     ctx = ctx or click.get_current_context()
-    return ctx.with_resource(AdminClient(settings(ctx)))
+    return ctx.with_resource(AdminClient(settings(ctx), actor=actor_name(ctx)))

@@ -15,7 +15,7 @@ import click
 
 from meshguard_gateway.cli._client import GatewayError, seg
 from meshguard_gateway.cli._errors import CLIError
-from meshguard_gateway.cli._options import admin_client, common_options, json_output, quiet
+from meshguard_gateway.cli._options import actor_name, admin_client, common_options, json_output, quiet
 from meshguard_gateway.cli._output import format_time, note, print_json, print_table, styled
 from meshguard_gateway.cli.agent import pick
 
@@ -80,7 +80,7 @@ def list_(status: str) -> None:
 
 
 def _decide(approval_id: str, verdict: str, reason: str | None, by: str | None) -> None:
-    payload: dict[str, Any] = {"by": by or who_am_i()}
+    payload: dict[str, Any] = {"by": by or actor_name()}
     if reason:
         payload["reason"] = reason
     try:
@@ -116,7 +116,7 @@ def _decide(approval_id: str, verdict: str, reason: str | None, by: str | None) 
 @cli.command()
 @click.argument("approval_id", metavar="ID")
 @click.option("--reason", help="Why (recorded with the decision).")
-@click.option("--by", help="Who decides (default: $USER).")
+@click.option("--by", help="Who decides (default: --as, else $USER).")
 @common_options
 def approve(approval_id: str, reason: str | None, by: str | None) -> None:
     """Approve a pending request: the agent may do it, once."""
@@ -126,7 +126,7 @@ def approve(approval_id: str, reason: str | None, by: str | None) -> None:
 @cli.command()
 @click.argument("approval_id", metavar="ID")
 @click.option("--reason", help="Why (recorded with the decision, and told to the agent).")
-@click.option("--by", help="Who decides (default: $USER).")
+@click.option("--by", help="Who decides (default: --as, else $USER).")
 @common_options
 def deny(approval_id: str, reason: str | None, by: str | None) -> None:
     """Deny a pending request: the agent is refused."""

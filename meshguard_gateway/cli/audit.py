@@ -40,6 +40,7 @@ from meshguard_gateway.cli._output import (
 DECISIONS = ("allow", "deny", "rate_limited", "approval_required")
 KINDS = ("check", "record", "approval", "admin")
 PAGE = 500
+VERIFY_TIMEOUT = 900.0
 RETRY_SECONDS = 1.0
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -508,6 +509,7 @@ def stats(agent: str | None, period: float, breakdown: str | None) -> None:
 CSV_FIELDS = (
     "id", "timestamp", "agent_id", "agent_name", "action", "resource", "decision", "enforced", "policy",
     "rule", "reason", "trace_id", "decision_id", "outcome_status", "outcome_result", "outcome_duration_ms",
+    "actor", "chain_prev", "chain_mac",
 )  # fmt: skip
 
 
@@ -518,6 +520,8 @@ def _csv_row(entry: dict[str, Any]) -> list[Any]:
     row["outcome_status"] = outcome.get("status")
     row["outcome_result"] = outcome.get("result")
     row["outcome_duration_ms"] = outcome.get("duration_ms")
+    chain = entry.get("chain") if isinstance(entry.get("chain"), dict) else {}
+    row["chain_prev"], row["chain_mac"] = chain.get("prev"), chain.get("mac")
     return ["" if row.get(k) is None else row.get(k) for k in CSV_FIELDS]
 
 
@@ -602,3 +606,141 @@ def export(
                 partial.unlink(missing_ok=True)
     if output is not None and not quiet():
         note(f"Exported {writer.count:,} entr{'ies' if writer.count != 1 else 'y'} to {output} ({fmt}).")
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@cli.command()
+@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Verify an export (json or jsonl from `audit export`) offline, instead of asking the gateway.")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --file: the file holding the chain key (default: AUDIT_CHAIN_KEY, else audit_chain_key "
+                   "in the state folder).")
+@click.option("--head", "head_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --file: the gateway's audit_head file, to tell whether rows are missing at the end.")
+@common_options
+def verify(file_: Path | None, key_file: Path | None, head_file: Path | None) -> None:
+    """Check the audit chain: no row deleted, edited, reordered or inserted. Exit 1 names the first broken row.
+
+    \b
+    meshguard audit verify
+    meshguard audit verify --file audit.jsonl --key-file .meshguard/audit_chain_key
+    """
+    if file_ is None:
+        if key_file is not None or head_file is not None:
+            raise click.UsageError("--key-file and --head go with --file (the gateway has its own key and head)")
+        client = admin_client()
+        # it reads the whole trail (about 20 s per million rows on a small machine)
+        body = client.request("GET", "/admin/audit/verify", timeout=max(client.settings.timeout, VERIFY_TIMEOUT))
+    else:
+        body = verify_export(file_, _offline_key(key_file), head_file)
+    if not isinstance(body, dict):
+        raise CLIError("the gateway's answer to GET /admin/audit/verify is not an object; is it a MeshGuard gateway?")
+    if json_output():
+        print_json(body)
+    else:
+        _print_verdict(body)
+    if not body.get("ok"):
+        first = body.get("first_problem") or {}
+        n = int(body.get("problems") or 0)
+        raise CLIError(f"the audit chain is broken ({n} problem{'s' if n != 1 else ''}); first: "
+                       f"{first.get('table')} {first.get('problem')}")  # fmt: skip
+
+
+def _print_verdict(body: dict[str, Any]) -> None:
+    ok = bool(body.get("ok"))
+    head = Text("Audit chain: ")
+    head.append("intact" if ok else "BROKEN", style="green" if ok else "bold red")
+    head.append(f" (chain key {body.get('key_id') or '?'})")
+    print_line(head)
+    for t in body.get("tables") or []:
+        span = f"rows {t.get('first_id')}-{t.get('last_id')}" if t.get("rows") else "no rows"
+        print_line(f"  {t.get('table')}: {t.get('rows', 0):,} rows ({span}); starts at {t.get('start')}")
+        print_line(f"    end: {t.get('head')}")
+        if t.get("first_problem"):
+            p = t["first_problem"]
+            print_line(Text(f"    first problem (of {t.get('problems')}): {p.get('problem')}", style="red"))
+        for n in t.get("notes") or []:
+            if n != t.get("head"):
+                print_line(Text(f"    note: {n}", style="dim"))
+
+
+def _offline_key(key_file: Path | None) -> bytes:
+    """The chain key for checking a file: --key-file, AUDIT_CHAIN_KEY, or the state folder's."""
+    if key_file is not None:
+        path = key_file
+    elif os.environ.get("AUDIT_CHAIN_KEY"):
+        return os.environ["AUDIT_CHAIN_KEY"].encode()
+    else:
+        path = Path(os.environ.get("MESHGUARD_STATE_DIR") or ".meshguard") / "audit_chain_key"
+        if not path.exists():
+            raise CLIError(f"no chain key: pass --key-file (the gateway's {path.name}), or set AUDIT_CHAIN_KEY")
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CLIError(f"cannot read the chain key from {path}: {exc}") from None
+    if not key:
+        raise CLIError(f"{path} is empty; it should hold the gateway's audit chain key")
+    return key.encode()
+
+
+def _read_export(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        start = fh.read(1)
+        while start.isspace():
+            start = fh.read(1)
+        if start == "[":
+            fh.seek(0)
+            try:
+                data = json.load(fh)
+            except ValueError as exc:
+                raise CLIError(f"{path}: not valid JSON ({exc}); verify takes a json or jsonl export") from None
+            yield from (e for e in data if isinstance(e, dict))
+            return
+        if start != "{":
+            raise CLIError(f"{path} is not a json or jsonl export (a csv export cannot be verified: it leaves out "
+                           "fields the chain seals); export with --format jsonl")  # fmt: skip
+        fh.seek(0)
+        for n, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise CLIError(f"{path}:{n}: not valid JSON ({exc})") from None
+
+
+def verify_export(path: Path, key: bytes, head_file: Path | None = None) -> dict[str, Any]:
+    """Verify an exported file as the gateway verifies its database (the same report shape).
+    The file must be a whole, unfiltered stretch of the trail: every row from its first to its last."""
+    from meshguard_gateway import chain
+
+    rows: list[chain.ChainRow] = []
+    for entry in _read_export(path):
+        try:
+            rid, prev, mac, values = chain.entry_values(entry)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CLIError(f"{path}: entry {entry.get('id', '?')} cannot be verified: {exc}") from None
+        rows.append(chain.ChainRow(rid, prev, mac, values))
+    macs = {r.mac: r.id for r in rows if r.mac}
+    first_prev = rows[0].prev if rows and rows[0].prev else chain.GENESIS
+    if first_prev == chain.GENESIS:
+        start = "the first row ever written (genesis)"
+    else:
+        start = (f"row {rows[0].id}, as exported: it was chained after a row that is not in the file (older rows "
+                 "were not exported, or were purged)")  # fmt: skip
+    rep = chain.verify_rows(key, "audit_log", rows, start_prev=first_prev, start_text=start, find_by_mac=macs.get)
+    by_id = {r.id: r.mac for r in rows}
+    head = None
+    if head_file is not None:
+        try:
+            doc = json.loads(head_file.read_text(encoding="utf-8").strip() or "{}")
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"cannot read the chain head {head_file}: {exc}") from None
+        head = doc.get("audit_log") if isinstance(doc, dict) else None
+    chain.check_head(rep, head, by_id.get, str(head_file) if head_file else "no --head given",
+                     purged_through=(rows[0].id - 1) if rows else 0)  # fmt: skip
+    rep.notes.append("outcome records are chained too, but an export carries only the audit_log chain; "
+                     "`meshguard audit verify` against the gateway checks both")  # fmt: skip
+    return {"ok": rep.ok, "problems": rep.problems, "first_problem": rep.first_problem,
+            "key_id": chain.key_id(key), "file": str(path), "tables": [rep.to_dict()]}  # fmt: skip
