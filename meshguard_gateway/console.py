@@ -729,7 +729,7 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         agent = gw.find_agent(request.path_params["agent"])
         if form.get("confirm") != agent.name:
             raise ConsoleRefusal(400, f"type the agent's name ({agent.name}) to confirm the revocation")
-        await gw.revoke_agent(agent.id)
+        await gw.revoke_agent(agent.id, actor=session.operator)  # the audit row names the operator
         log.warning("console: agent %s (%s) revoked by %s", agent.name, agent.id, session.operator)
         return redirect(f"{PREFIX}/agents")
 
@@ -768,7 +768,8 @@ def install_console(app: FastAPI, gw: Gateway) -> None:
         if verdict not in ("approve", "deny"):
             raise ConsoleRefusal(400, "choose approve or deny")
         reason = form.get("reason", "").strip() or None
-        await gw.decide_approval(request.path_params["approval_id"], verdict == "approve", session.operator, reason)
+        await gw.decide_approval(request.path_params["approval_id"], verdict == "approve", session.operator, reason,
+                                actor=session.operator)
         return redirect(f"{PREFIX}/approvals")
 
     route("/approvals", ["GET"], page(approvals))

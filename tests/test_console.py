@@ -153,6 +153,10 @@ def test_console_change_without_csrf_token_or_from_another_origin_is_refused(gat
                        headers={"Origin": gateway.url})  # fmt: skip
     assert done.status_code == 303
     assert agent_status(gateway, "target-bot") == "revoked"
+    # the audit names the operator who revoked it, as for approvals
+    admin_rows = gateway.admin("GET", "/admin/audit", params={"kind": "admin", "agent": "target-bot"}).json()["entries"]
+    revoked = [e for e in admin_rows if e["decision"] == "agent_revoked"]
+    assert [e["actor"] for e in revoked] == ["console:alice"], revoked
 
 
 def test_console_sign_in_from_another_origin_is_refused(gateway: LiveGateway) -> None:
