@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -337,11 +338,14 @@ class _CommandScope:
     action: str
     resource: str | None
     decision: Mapping[str, Any]
+    builtin: bool = False  # set by the dispatcher for AutoGPT's own (registry / if-chain) command, not a plugin's
 
 
-# Set while an allowed command runs (dispatcher, governed function, seed function): the code inside
-# it is that command's implementation, so governed calls it makes are not checked or counted again,
-# and an approval granted for it is not asked for a second time.
+# Set while an allowed command runs (dispatcher, governed function, seed function): a governed call
+# made inside it for the same action and resource is that very call, so it is not checked or counted
+# again and its approval is not asked for twice. Any other governed call inside it is checked on its
+# own, except AutoGPT's own built-in command code (builtin) calling the module functions that
+# patch_autogpt() replaced with the seed's: that is the command the dispatcher already checked.
 _current_command: contextvars.ContextVar[_CommandScope | None] = contextvars.ContextVar(
     "meshguard_current_command", default=None)  # fmt: skip
 
@@ -744,9 +748,11 @@ class MeshGuardGateway:
         return self.run_and_record(action, resource, executor, decision)
 
     def run_and_record(self, action: str, resource: str | None, executor: Callable[[], Any],
-                       decision: Mapping[str, Any]) -> Any:  # fmt: skip
+                       decision: Mapping[str, Any], builtin: bool = False) -> Any:  # fmt: skip
+        """Run an allowed call and record its outcome. `builtin`: it is AutoGPT's own command (the
+        dispatcher says so), whose code may call the module functions patch_autogpt() replaced unchecked."""
         started = time.monotonic()
-        scope = _current_command.set(_CommandScope(self, action, resource, dict(decision)))
+        scope = _current_command.set(_CommandScope(self, action, resource, dict(decision), builtin))
         try:
             with _watching(self, action):  # a revocation while it runs ends it
                 result = executor()
@@ -1195,8 +1201,11 @@ _BUILTIN_ACTION_MAP: dict[str, dict[str, Any]] = {
     "open_file": {"action": "read:{place}", "resource": _FILE},
     "open_folder": {"action": "read:{place}", "resource": "path:path|folder"},
     "read_audio_from_file": {"action": "read:{place}", "resource": _FILE},
-    "download_file": {"action": "write:{place}", "resource": _FILE},
-    "clone_repository": {"action": "write:{place}", "resource": "path:clone_path"},
+    # they also fetch a URL: checked as browse:web (its hosts / publicAddress conditions), see "also"
+    "download_file": {"action": "write:{place}", "resource": _FILE,
+                      "also": [{"action": "browse:web", "resource": "url"}]},
+    "clone_repository": {"action": "write:{place}", "resource": "path:clone_path",
+                         "also": [{"action": "browse:web", "resource": "repository_url|url"}]},
     # code
     "execute_python_file": {"action": "execute:python", "resource": _FILE, "context": {"sandbox": "auto"}},
     "execute_python_code": {"action": "execute:python", "resource": "code", "context": {"sandbox": "auto"}},
@@ -1259,6 +1268,8 @@ class MappedCommand:
     context: dict[str, Any] = field(default_factory=dict)
     lifecycle: bool = False
     path: str | None = None  # the real absolute path of its file argument (where the command will open it)
+    builtin: bool = False  # AutoGPT's own command (registry or the dispatcher's if-chain), not a plugin's (_before)
+    also: tuple[tuple[str, str | None], ...] = ()  # further (action, resource) checks that must all allow too
 
 
 def _validate_entry(source: str, name: str, entry: Any) -> dict[str, Any]:
@@ -1267,9 +1278,9 @@ def _validate_entry(source: str, name: str, entry: Any) -> dict[str, Any]:
         entry = {"action": entry}
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected an action string or an object with 'action', got {type(entry).__name__}")
-    unknown = set(entry) - {"action", "resource", "context"}
+    unknown = set(entry) - {"action", "resource", "context", "also"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: action, resource, context)")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: action, resource, context, also)")
     action = entry.get("action")
     if not isinstance(action, str) or ":" not in action or action.startswith(":"):
         raise ConfigError(f"{where}: 'action' must be 'verb:object' (e.g. 'send:email'), got {action!r}")
@@ -1283,7 +1294,27 @@ def _validate_entry(source: str, name: str, entry: Any) -> dict[str, Any]:
         raise ConfigError(f"{where}: 'context' must be an object, got {ctx!r}")
     if "sandbox" in ctx and ctx["sandbox"] not in (True, False, "auto", "host"):
         raise ConfigError(f"{where}: context.sandbox must be true, false, \"auto\" or \"host\", got {ctx['sandbox']!r}")
-    return {"action": action, "resource": resource, "context": dict(ctx)}
+    validated: dict[str, Any] = {"action": action, "resource": resource, "context": dict(ctx)}
+    if "also" in entry:
+        validated["also"] = _validate_also(where, entry["also"])
+    return validated
+
+
+def _validate_also(where: str, also: Any) -> list[dict[str, Any]]:
+    """An entry's further checks: a list of {"action": "verb:object", "resource": ARGUMENT} (no paths)."""
+    if not isinstance(also, list):
+        raise ConfigError(f"{where}: 'also' must be a list of {{\"action\", \"resource\"}} objects, got {also!r}")
+    checks = []
+    for extra in also:
+        if not isinstance(extra, dict) or set(extra) - {"action", "resource"}:
+            raise ConfigError(f"{where}: each item of 'also' is an object with 'action' and 'resource', got {extra!r}")
+        action, resource = extra.get("action"), extra.get("resource")
+        if not isinstance(action, str) or ":" not in action or action.startswith(":") or "{place}" in action:
+            raise ConfigError(f"{where}: 'also' action must be 'verb:object' (e.g. 'browse:web'), got {action!r}")
+        if resource is not None and (not isinstance(resource, str) or resource.startswith("path:")):
+            raise ConfigError(f"{where}: 'also' resource must be an argument name (no path:), got {resource!r}")
+        checks.append({"action": action, "resource": resource})
+    return checks
 
 
 def load_action_map(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -1425,7 +1456,12 @@ def map_command(
             value = False  # a plain subprocess of AutoGPT: isolated from nothing AutoGPT can reach
         context[key] = value
     context.setdefault("sandbox", False)
-    return MappedCommand(name, action, resource, context, path=real_path)
+    also: list[tuple[str, str | None]] = []
+    for extra in entry.get("also") or ():
+        found, value = _pick_one(arguments, extra["resource"]) if extra.get("resource") else (False, None)
+        also.append((str(extra["action"]), (value if isinstance(value, str) else json.dumps(value, default=str))
+                     if found else None))  # fmt: skip
+    return MappedCommand(name, action, resource, context, path=real_path, also=tuple(also))
 
 
 ###############################################################################
@@ -1467,6 +1503,7 @@ class _Governor:
     relative_to_cwd: bool = False
     if_chain: frozenset[str] = frozenset()  # lifecycle names the dispatcher handles itself (_if_chain_names)
     positional_plugins: bool = False  # PyPI 0.2.2: plugin commands get function(*arguments.values())
+    plugin_synonyms: bool = False  # the dispatcher maps synonyms before looking at plugin commands
 
 
 _patches: list[tuple[Any, str, Any]] = []
@@ -1686,11 +1723,17 @@ def _plugin_commands(bound: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
     return found
 
 
-def resolve_command(name: str, bound: Mapping[str, Any], if_chain: frozenset[str] = frozenset()) -> ResolvedCommand:
+def resolve_command(name: str, bound: Mapping[str, Any], if_chain: frozenset[str] = frozenset(), *,
+                    plugin_synonyms: bool = False, pypi_022_plugins: bool = False) -> ResolvedCommand:  # fmt: skip
     """Which command will the dispatcher run for `name`? Same order as AutoGPT's dispatchers:
     the registry (exact name, or alias), the dispatcher's own if-chain (lower-cased, synonyms mapped),
     then plugin commands by name or label. Plugin names and labels match case-insensitively here
-    (a superset of every generation's rule), so no spelling reaches a plugin under another action."""
+    (a superset of every generation's rule), so no spelling reaches a plugin under another action.
+    `plugin_synonyms`: the dispatcher maps synonyms (`search` -> `google`, map_command_synonyms) before
+    it looks at plugin commands, so the plugin found is the one named by the mapped name.
+    `pypi_022_plugins`: PyPI agpt 0.2.2 (autogpt/app.py) compares that name exactly
+    (``command_name == command["name"]``): the same comparison here, so its positional-order check sees
+    the plugin that will really run."""
     registry = bound.get("command_registry")
     if registry is None and bound.get("agent") is not None:
         registry = getattr(bound["agent"], "command_registry", None)
@@ -1707,8 +1750,9 @@ def resolve_command(name: str, bound: Mapping[str, Any], if_chain: frozenset[str
     chained = _SYNONYMS.get(lowered, lowered)
     if chained in if_chain:
         return ResolvedCommand(chained, "dispatcher", True)
+    looked = chained if plugin_synonyms else lowered
     for plugin_name, label, _ in _plugin_commands(bound):
-        if lowered in (plugin_name.lower(), label.lower()):
+        if (looked in (plugin_name, label)) if pypi_022_plugins else (looked in (plugin_name.lower(), label.lower())):
             return ResolvedCommand(plugin_name, "plugin", False)
     return ResolvedCommand(lowered, "unknown", False)
 
@@ -1716,7 +1760,8 @@ def resolve_command(name: str, bound: Mapping[str, Any], if_chain: frozenset[str
 def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapping[str, Any]) -> tuple[MappedCommand | None, dict[str, Any] | None]:
     """(mapped command, decision); decision None for a lifecycle command. Fail closed on our own errors."""
     try:
-        resolved = resolve_command(name, bound, gov.if_chain)
+        resolved = resolve_command(name, bound, gov.if_chain, plugin_synonyms=gov.plugin_synonyms,
+                                   pypi_022_plugins=gov.positional_plugins)  # fmt: skip
         action_map = gov.action_map
         if resolved.source == "plugin" and resolved.name not in _PLUGIN_ENTRIES and \
                 action_map.get(resolved.name) == _BUILTIN_ACTION_MAP.get(resolved.name):  # fmt: skip
@@ -1728,6 +1773,7 @@ def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapp
                              python_sandbox=_python_sandbox(gov.generation),
                              relative_to=os.getcwd() if cwd_relative else None,
                              builtin_lifecycle=resolved.builtin_lifecycle)  # fmt: skip
+        mapped = dataclasses.replace(mapped, builtin=resolved.own and resolved.source in ("registry", "dispatcher"))
         problem = None if mapped.lifecycle else _bypass_problem(gov, name, resolved, arguments, bound, mapped)
     except Exception as exc:  # a bug here must refuse the command, not crash AutoGPT's loop
         return None, {"allowed": False, "decision": "error", "action": f"execute:{name}", "resource": None,
@@ -1741,6 +1787,12 @@ def _before(gov: _Governor, name: str, arguments: Mapping[str, Any], bound: Mapp
         return mapped, _refuse_locally(gov, name, mapped, problem)
     decision = gov.gateway.decide(mapped.action, mapped.resource, mapped.context, label=name)
     gov.gateway.report(decision, label=name)
+    for action, resource in mapped.also if decision["allowed"] else ():
+        # e.g. download_file's URL: every check must allow before the command runs, each one audited
+        extra = gov.gateway.decide(action, resource, {"sandbox": False}, label=name)
+        gov.gateway.report(extra, label=name)
+        if not extra["allowed"]:
+            return mapped, extra
     return mapped, decision
 
 
@@ -1766,6 +1818,13 @@ def _calls_plugins_positionally(dispatcher: Any) -> bool:
     other release passes keywords. Read from the dispatcher's compiled names, like _if_chain_names."""
     code = getattr(inspect.unwrap(dispatcher), "__code__", None)
     return "values" in (getattr(code, "co_names", ()) or ())
+
+
+def _maps_synonyms(dispatcher: Any) -> bool:
+    """Does the dispatcher map synonyms (``map_command_synonyms``: PyPI 0.2.2's app.py) before its plugin lookup?
+    Read from its compiled names, like _calls_plugins_positionally."""
+    code = getattr(inspect.unwrap(dispatcher), "__code__", None)
+    return "map_command_synonyms" in (getattr(code, "co_names", ()) or ())
 
 
 def _positional_problem(name: str, resolved: ResolvedCommand, arguments: Mapping[str, Any],
@@ -1860,7 +1919,7 @@ def _make_sync_wrapper(original: Callable[..., Any], gov: _Governor) -> Callable
         assert decision is not None
         if mapped is None or not decision["allowed"]:
             return gov.refuse(refusal_text(name, decision))
-        return gov.gateway.run_and_record(mapped.action, mapped.resource, call, decision)
+        return gov.gateway.run_and_record(mapped.action, mapped.resource, call, decision, builtin=mapped.builtin)
 
     meshguard_dispatch.__meshguard_original__ = original  # type: ignore[attr-defined]
     return meshguard_dispatch
@@ -1888,7 +1947,8 @@ def _make_async_wrapper(original: Callable[..., Any], gov: _Governor) -> Callabl
         assert decision is not None
         if mapped is None or not decision["allowed"]:
             return gov.refuse(refusal_text(name, decision))
-        scope = _current_command.set(_CommandScope(gov.gateway, mapped.action, mapped.resource, dict(decision)))
+        scope = _current_command.set(_CommandScope(gov.gateway, mapped.action, mapped.resource, dict(decision),
+                                                   builtin=mapped.builtin))  # fmt: skip
         try:
             with _watching(gov.gateway, name):  # a revocation while it runs ends it
                 result = await original(*args, **kwargs)
@@ -1949,7 +2009,8 @@ def patch_autogpt(
     governor = _Governor(gw, amap, generation, refuse,
                          relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"),
                          if_chain=_if_chain_names(original),
-                         positional_plugins=_calls_plugins_positionally(original))  # fmt: skip
+                         positional_plugins=_calls_plugins_positionally(original),
+                         plugin_synonyms=_maps_synonyms(original))  # fmt: skip
     is_async = inspect.iscoroutinefunction(original)
     if generation in ("0.5.0", "0.5.1+") and not is_async:
         raise PatchError(f"cannot govern AutoGPT ({version}): {attr} was expected to be async in {GENERATIONS[generation]}")
@@ -2023,7 +2084,8 @@ class CommandChecker:
         self._governor = _Governor(gateway, action_map if action_map is not None else load_action_map(), generation,
                                    lambda text: text, relative_to_cwd=hasattr(agent_cls, "_resolve_pathlike_command_args"),
                                    if_chain=_if_chain_names(dispatcher),
-                                   positional_plugins=_calls_plugins_positionally(dispatcher))  # fmt: skip
+                                   positional_plugins=_calls_plugins_positionally(dispatcher),
+                                   plugin_synonyms=_maps_synonyms(dispatcher))  # fmt: skip
 
     def check(self, command_name: str, arguments: Mapping[str, Any],
               dispatcher_arguments: Mapping[str, Any]) -> tuple[MappedCommand | None, dict[str, Any] | None]:  # fmt: skip
@@ -2232,8 +2294,10 @@ def _seed_call(seed_name: str, arguments: dict[str, Any]) -> Any:
     """Check a seed function's call like the same command at the dispatcher, then run AutoGPT's own code.
 
     Refused: the seed's blocked dict, and nothing runs. An exception of AutoGPT's code becomes an
-    ``"Error: ..."`` result, as AutoGPT's dispatcher reports it. Inside a command already checked
-    (AutoGPT's own code calling a function patch_autogpt() put in its module) it runs unchecked.
+    ``"Error: ..."`` result, as AutoGPT's dispatcher reports it. Runs unchecked only inside the very
+    same governed call (same action and resource) or inside one of AutoGPT's own built-in commands the
+    dispatcher checked (its code calling a module function patch_autogpt() replaced); anything else
+    (a user's @governed function, a plugin command) is checked and audited on its own.
     """
     runner = _seed_runner(seed_name)  # an unsupported AutoGPT refuses before anything is asked
 
@@ -2244,7 +2308,8 @@ def _seed_call(seed_name: str, arguments: dict[str, Any]) -> Any:
             return f"Error: {type(exc).__name__}: {exc}"
 
     workspace = _workspace_of({})
-    if _current_command.get() is not None:
+    scope = _current_command.get()
+    if scope is not None and scope.builtin:
         return run()
     gov = _governor
     gw = gov.gateway if gov is not None else _default_gateway()
@@ -2255,9 +2320,30 @@ def _seed_call(seed_name: str, arguments: dict[str, Any]) -> Any:
         gw._print(reason)
         return {"status": "blocked", "action": f"execute:{seed_name}", "reason": reason, "decision": "error",
                 "decision_id": None}  # fmt: skip
-    # every AutoGPT generation with a module-level implementation runs Python in a container
-    mapped = map_command(seed_name, arguments, workspace=workspace, action_map=action_map, python_sandbox=True)
+    mapped = map_command(seed_name, arguments, workspace=workspace, action_map=action_map,
+                         python_sandbox=_seed_python_sandbox(gov))  # fmt: skip
+    if scope is not None and scope.action == mapped.action and scope.resource == mapped.resource:
+        return run()  # the governed call in progress is this very call
+    problem = _protected_problem(mapped.path)
+    if problem is not None:
+        decision = gw._refusal(mapped.action, mapped.resource, "deny", problem)
+        gw.report(decision, label=seed_name)
+        gw.record(mapped.action, mapped.resource, "blocked", f"refused by the launcher: {problem}")
+        return {"status": "blocked", "action": mapped.action, "reason": decision["reason"], "decision": "deny",
+                "decision_id": None}  # fmt: skip
     return gw.execute(mapped.action, mapped.resource, run, mapped.context)
+
+
+def _seed_python_sandbox(gov: _Governor | None) -> bool:
+    """The dispatcher's honest sandbox rule (_python_sandbox) for the seed's execute_python_code: every
+    generation with module-level commands runs Python in a container unless it sees /.dockerenv."""
+    if gov is not None:
+        return _python_sandbox(gov.generation)
+    try:
+        generation = _detect()[0]
+    except Exception:  # unknown AutoGPT: nothing proves a container
+        return False
+    return _python_sandbox(generation)
 
 
 def google_search(query: str, num_results: int = 8) -> Any:
@@ -2780,6 +2866,23 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ[name] = value
 
 
+_AGENT_TOKEN_VARIABLES = ("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")
+_taken_agent_token: str | None = None  # the token _take_agent_token() removed from the environment
+
+
+def _take_agent_token() -> str | None:
+    """The agent token, removed from os.environ: every process the agent starts (its Python, its shell)
+    inherits the environment, and with the token it could post forged outcome records for this agent.
+    AutoGPT modes (launcher and plugin) only; `platform` mode exports the token to its services on purpose."""
+    global _taken_agent_token
+    token = _env(*_AGENT_TOKEN_VARIABLES)
+    for name in _AGENT_TOKEN_VARIABLES:
+        os.environ.pop(name, None)
+    if token:
+        _taken_agent_token = token
+    return token
+
+
 def _run(autogpt_args: list[str]) -> int:
     embedded: EmbeddedGateway | None = None
     try:
@@ -2789,7 +2892,7 @@ def _run(autogpt_args: list[str]) -> int:
             _prepare_scripted_environment()
         action_map = load_action_map()
         url = _env("MESHGUARD_URL", "MESHGUARD_GATEWAY_URL")
-        token = _env("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")
+        token = _take_agent_token()  # nothing AutoGPT starts inherits it
         if url and not token:
             raise ConfigError(f"MESHGUARD_URL is {url} but no agent token is set: set MESHGUARD_TOKEN "
                               "(meshguard agent token NAME), or unset MESHGUARD_URL to use the embedded gateway")  # fmt: skip
@@ -3435,6 +3538,8 @@ def platform_run(args: list[str]) -> int:
         check_trace_id(trace)
         load_block_map()
         url = _env("MESHGUARD_URL", "MESHGUARD_GATEWAY_URL")
+        # kept in os.environ on purpose (unlike the AutoGPT modes, _take_agent_token): the services' forked
+        # block runners read it from there; see docs/security.md
         token = _env("MESHGUARD_TOKEN", "MESHGUARD_AGENT_TOKEN")
         if url and not token:
             raise ConfigError(f"MESHGUARD_URL is {url} but no agent token is set: set MESHGUARD_TOKEN")

@@ -81,6 +81,56 @@ def patch_without(package: str) -> dict[str, Any]:
     return {"error": None}
 
 
+def nested_in_user_and_plugin(marker: str) -> dict[str, Any]:
+    """The seed's module functions called inside an allowed user @governed function and inside an allowed
+    plugin command: each nested call is checked on its own (execute:shell is denied)."""
+    import meshguard_autogpt as mg
+
+    @mg.governed("execute:report", "topic")
+    def report(topic: str) -> Any:
+        return mg.execute_shell(f"touch {marker}.user")
+
+    user = report("weekly")
+    mg.patch_autogpt()
+    from autogpt.agent import agent
+    from autogpt.commands import execute_code
+    from autogpt.commands.command import CommandRegistry
+    from autogpt.prompts.generator import PromptGenerator
+
+    registry = CommandRegistry()
+    registry.import_commands("autogpt.commands.execute_code")
+    prompt = PromptGenerator()
+    prompt.add_command("Make a digest", "digest", {"topic": "<topic>"},
+                       lambda topic: execute_code.execute_shell(command_line=f"touch {marker}.plugin"))
+    plugin = agent.execute_command(registry, "digest", {"topic": "weekly"}, prompt)
+    return {"user": user, "plugin": plugin, "trace_id": mg.gateway.trace_id}
+
+
+def seed_python(marker: str) -> dict[str, Any]:
+    """The seed's execute_python_code: what it claims about the sandbox, and where the code ran."""
+    import os
+
+    import meshguard_autogpt as mg
+
+    result = mg.execute_python_code(f"open({marker!r}, 'w').write('ran')")
+    return {"result": result, "ran": os.path.exists(marker), "dockerenv": os.path.exists("/.dockerenv"),
+            "trace_id": mg.gateway.trace_id}  # fmt: skip
+
+
+def seed_protected(state_dir: str) -> dict[str, Any]:
+    """The seed's read_file / write_file on the embedded gateway's protected state folder."""
+    from pathlib import Path
+
+    import meshguard_autogpt as mg
+
+    mg._protect_state(Path(state_dir))
+    read = mg.read_file(str(Path(state_dir) / "admin_token"))
+    write = mg.write_file(str(Path(state_dir) / "planted.txt"), "x")
+    return {"read": read, "write": write, "trace_id": mg.gateway.trace_id}
+
+
 if __name__ == "__main__":
-    scenario = {"nested": nested, "shell": shell, "patch": patch, "patch_without": patch_without}[sys.argv[1]]
+    scenario = {"nested": nested, "shell": shell, "patch": patch, "patch_without": patch_without,
+                "nested_in_user_and_plugin": nested_in_user_and_plugin, "seed_python": seed_python,
+                "seed_protected": seed_protected}[sys.argv[1]]  # fmt: skip
     print(json.dumps(scenario(*sys.argv[2:]), default=str))

@@ -90,15 +90,15 @@ class MeshGuardPlugin(AutoGPTPluginTemplate):
 
     def _connect(self) -> launcher.MeshGuardGateway:
         """The gateway client, from the launcher's environment variables; stops AutoGPT when it cannot govern."""
-        import os
-
-        if not (os.environ.get("MESHGUARD_TOKEN") or os.environ.get("MESHGUARD_AGENT_TOKEN")):
+        # taken out of os.environ (AutoGPT's .env put it there): nothing the agent starts inherits it
+        token = launcher._take_agent_token() or launcher._taken_agent_token
+        if not token:
             _stop("the MeshGuard plugin has no agent token, so AutoGPT was stopped before its first command. "
                   "Set MESHGUARD_TOKEN (and MESHGUARD_URL) in AutoGPT's .env (`meshguard agent token NAME` "
                   "issues one), or take MeshGuardPlugin out of ALLOWLISTED_PLUGINS / plugins_config.yaml",
                   launcher.EXIT_ERROR)  # fmt: skip
         try:
-            gateway = launcher.MeshGuardGateway()
+            gateway = launcher.MeshGuardGateway(token=token)
             self._action_map = launcher.load_action_map()
         except launcher.ConfigError as exc:
             _stop(f"the MeshGuard plugin cannot start: {exc}; AutoGPT was stopped", launcher.EXIT_ERROR)
