@@ -364,9 +364,14 @@ _APPROVAL_COLUMNS = (
 def _audit_params(e: AuditEvent) -> tuple[Any, ...]:
     """The column values as SQLite gives them back (a float time, 0/1), which is what the chain seals."""
     return (
-        float(e.timestamp), e.kind, e.agent_id, e.agent_name, e.action, e.resource, e.decision, int(e.enforced),
+        _sealed_float(e.timestamp), e.kind, e.agent_id, e.agent_name, e.action, e.resource, e.decision, int(e.enforced),
         e.policy, e.rule, e.reason, e.trace_id, e.decision_id, e.approval_id, e.context, e.actor,
     )  # fmt: skip
+
+
+def _sealed_float(value: float) -> float:
+    """A float as SQLite gives it back: -0.0 is stored as 0.0, so the MAC must be sealed over 0.0."""
+    return float(value) + 0.0
 
 
 def _insert_audit(conn: sqlite3.Connection, e: AuditEvent) -> int:
@@ -380,8 +385,8 @@ def _insert_audit(conn: sqlite3.Connection, e: AuditEvent) -> int:
 def _insert_record(conn: sqlite3.Connection, r: OutcomeRecord) -> int:
     """Insert one outcome record inside a writer job, chained after the last one."""
     params = (
-        float(r.timestamp), r.agent_id, r.decision_id, r.action, r.resource, r.status, r.result,
-        None if r.duration_ms is None else float(r.duration_ms),
+        _sealed_float(r.timestamp), r.agent_id, r.decision_id, r.action, r.resource, r.status, r.result,
+        None if r.duration_ms is None else _sealed_float(r.duration_ms),
     )  # fmt: skip
     rid, prev, mac = _chains_of(conn).records.seal(params)
     conn.execute(

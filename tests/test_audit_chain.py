@@ -407,3 +407,49 @@ def test_a_malformed_anchor_is_a_verify_failure_and_a_clear_start_error(start_ga
     with pytest.raises(RuntimeError, match="malformed") as refused:
         start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir)
     assert "Traceback" not in str(refused.value)
+
+
+# --------------------------------------------------------------------------- review 3: M3, M2
+
+
+def test_a_negative_zero_duration_does_not_look_like_tampering(gateway: LiveGateway) -> None:
+    """SQLite stores -0.0 as 0.0: the MAC must be sealed over what it gives back."""
+    _, token = gateway.create_agent("zero")
+    resp = httpx.post(gateway.url + "/proxy/governance/record", content='{"action":"read:workspace","duration_ms":-0.0}',
+                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+    assert resp.status_code == 201, resp.text
+    body = verify(gateway)
+    assert body["ok"] is True, body["first_problem"]
+
+
+def test_a_number_that_overflows_is_refused_and_old_rows_with_one_still_list(start_gateway: Start,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    db = tmp_path / "old-inf.db"
+
+    async def old_row() -> None:  # what an earlier gateway stored for {"x": 1e999}, sealed as it was then
+        store = SQLiteStore(db, chain_key=AUDIT_CHAIN_KEY.encode())
+        await store.open()
+        try:
+            await store.append_audit(AuditEvent(time.time(), "check", None, "old", "read:workspace", "a", "deny",
+                                                True, "p", "r", "no", "t", "dec_inf", None, '{"x":Infinity}'))  # fmt: skip
+        finally:
+            await store.close()
+
+    asyncio.run(old_row())
+    gateway = start_gateway(db_path=db)
+    _, token = gateway.create_agent("inf")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for body, field in (('{"action":"read:workspace","resource":"a","context":{"x":1e999}}', "context.x"),
+                        ('{"action":"read:workspace","resource":"a","context":{"y":[1,-1e999]}}', "context.y[1]")):
+        resp = httpx.post(gateway.url + "/proxy/governance/check", content=body, headers=headers)
+        assert resp.status_code == 400 and f"'{field}'" in resp.json()["message"], resp.text
+    listing = gateway.admin("GET", "/admin/audit", params={"limit": 100})
+    assert listing.status_code == 200, listing.text
+    assert [e["context"] for e in listing.json()["entries"] if e["decision_id"] == "dec_inf"] == ['{"x":Infinity}']
+    out = tmp_path / "e.jsonl"
+    r = cli(gateway, tmp_path, "audit", "export", "--format", "jsonl", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    key = tmp_path / "chain.key"
+    key.write_text(AUDIT_CHAIN_KEY + "\n")
+    r = cli(gateway, tmp_path, "audit", "verify", "--file", str(out), "--key-file", str(key))
+    assert r.returncode == 0, r.stdout + r.stderr
