@@ -887,6 +887,9 @@ def create_app(gw: Gateway) -> FastAPI:
 def error_response(exc: MeshGuardError) -> Response:
     """The one error answer (also used by the fast path, which has no FastAPI handlers)."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+    retry_after = getattr(exc, "retry_after", None)  # a 429 that says when to come back (too many watches)
+    if retry_after is not None:
+        headers = {"Retry-After": str(retry_after)}
     return _error_response(exc, headers)
 
 
