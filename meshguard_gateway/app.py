@@ -37,7 +37,7 @@ from meshguard_gateway.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from meshguard_gateway.gateway import CheckResult, Gateway, iso, valid_trace_id
+from meshguard_gateway.gateway import ACTOR_NAME, CheckResult, Gateway, iso, valid_trace_id
 from meshguard_gateway.identity import InvalidTokenError, admin_token_matches
 from meshguard_gateway.store import AgentRecord, AlertDelivery, Approval, AuditEntry, AuditQuery
 
@@ -381,7 +381,7 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-_ACTOR = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")
+_ACTOR = ACTOR_NAME
 
 
 def admin_actor(request: Request) -> str:

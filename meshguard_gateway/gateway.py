@@ -53,6 +53,10 @@ from meshguard_gateway.store import (
 
 log = logging.getLogger("meshguard.gateway")
 
+# Who did something, as a client names it (X-MeshGuard-Actor, an approval's `by`): printable ASCII
+# only, so that it cannot break a log line or a terminal.
+ACTOR_NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")
+
 
 class TooManyWatchesError(MeshGuardError):
     """429 for a watch beyond the caps; ``retry_after`` seconds go into the Retry-After header."""
@@ -633,8 +637,11 @@ class Gateway:
         ``by`` (who decides) defaults to the actor's name; the audit row names both."""
         if by is None:
             by = actor.partition(":")[2] if actor and ":" in actor else "admin"
-        if not isinstance(by, str) or not by.strip() or len(by) > 200:
-            raise InvalidRequestError("field 'by' must be a non-empty string (who decides), up to 200 characters")
+        if not isinstance(by, str) or not ACTOR_NAME.match(by.strip()):
+            raise InvalidRequestError(
+                "field 'by' (who decides) must be 1-128 printable ASCII characters (a person's name or login), "
+                "like the header 'X-MeshGuard-Actor'"
+            )
         if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
             raise InvalidRequestError("field 'reason' must be a string of up to 2000 characters")
         approval = await self.get_approval(approval_id)
@@ -652,7 +659,7 @@ class Gateway:
             self._approval_event(decided, f"approval_{status}", why, actor or _admin_actor(decided.decided_by)),
         )  # fmt: skip
         self._notify(approval.id)
-        log.info("approval %s %s by %s", approval.id, status, decided.decided_by)
+        log.info("approval %s %s by %r", approval.id, status, decided.decided_by)
         return decided
 
     # ---- policies --------------------------------------------------------------------------
