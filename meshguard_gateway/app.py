@@ -888,8 +888,8 @@ def error_response(exc: MeshGuardError) -> Response:
     """The one error answer (also used by the fast path, which has no FastAPI handlers)."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
     retry_after = getattr(exc, "retry_after", None)  # a 429 that says when to come back (too many watches)
-    if retry_after is not None:
-        headers = {"Retry-After": str(retry_after)}
+    if retry_after is not None:  # and the connection is closed: a refused watcher keeps no descriptor
+        headers = {"Retry-After": str(retry_after), "Connection": "close"}
     return _error_response(exc, headers)
 
 
