@@ -120,7 +120,8 @@ async def read_json_object(request: Request, limit: int, *, required: bool = Tru
     infinite = _non_finite_field(data)
     if infinite is not None:
         raise InvalidRequestError(
-            f"field '{infinite}' is a number too large for a double (it would be stored as Infinity); send a finite number"
+            f"field '{infinite}' is a number too large for a double (it would be stored as Infinity); "
+            "send a finite number"
         )
     if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
         raise InvalidRequestError(

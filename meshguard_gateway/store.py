@@ -941,7 +941,9 @@ class SQLiteStore:
             for table in _CHAINED_TABLES:
                 n, through = _chain_existing_rows(conn, table, self._chain_key)
                 if n:
-                    meta["legacy"][table] = {"through": through, "rows": n, "chained_at": now, **({"note": note} if note else {})}
+                    meta["legacy"][table] = {"through": through, "rows": n, "chained_at": now}
+                    if note:
+                        meta["legacy"][table]["note"] = note
                     log.warning("database %s: %d %s rows %s were chained now; edits made to them before today cannot "
                                 "be detected", self.path, n, table, note or "written before the audit chain existed")  # fmt: skip
         _save_chain_meta(conn, self._chain_key, meta)
@@ -955,13 +957,14 @@ class SQLiteStore:
         if not any(rows.values()):
             return self._start_chain(conn, legacy=False)
         reason = self._reset_reason()
+        reset_file = self._reset_path or f"<state folder>/{AUDIT_CHAIN_RESET_FILE}"
         if reason is None:
             raise StoreError(
                 f"database {self.path} has {rows['audit_log']} audit rows and {rows['records']} outcome records but "
                 "no audit chain metadata (the audit_chain table is empty): it was deleted, so the trail cannot be "
                 "trusted and is not re-chained. Inspect it with `sqlite3 " + str(self.path) + " 'SELECT * FROM "
                 "audit_log ORDER BY id'` and restore the database from a backup; to accept the rows as they are "
-                f"and start a new chain deliberately, write the reason into {self._reset_path or '<state>/' + AUDIT_CHAIN_RESET_FILE} "
+                f"and start a new chain deliberately, write the reason into {reset_file} "
                 "and start the gateway again (the reset is audited; see docs/security.md)"
             )
         resets.append(f"audit chain restarted by the operator: the chain metadata was missing and "
@@ -1497,8 +1500,9 @@ def _verify_db(conn: sqlite3.Connection, key: bytes, head: dict[str, Any] | None
         if not meta_ok:
             rep.fail(None, "the chain metadata (audit_chain table: anchors, key) does not match its MAC: it was edited")
         if foreign_head:
-            rep.fail(None, f"the head file {where} names another chain ({str(head.get('chain_id'))[:40]}) than this "  # type: ignore[union-attr]
-                           f"database's ({meta.get('chain_id')}): database replaced or head from another gateway")  # fmt: skip
+            other = str((head or {}).get("chain_id"))[:40]
+            rep.fail(None, f"the head file {where} names another chain ({other}) than this database's "
+                           f"({meta.get('chain_id')}): database replaced or head from another gateway")  # fmt: skip
             continue
         anchor = (meta.get("anchors") or {}).get(table)
         start_prev, start_after, start_text = _chain.GENESIS, None, None
