@@ -223,11 +223,16 @@ def json_body(alert: Alert, gateway_url: str, mode: str) -> dict[str, Any]:
 
 
 def _mrkdwn(text: Any, limit: int = 500) -> str:
-    """Agent-chosen text made inert for Slack (no mentions, links or markup), cut to ``limit``."""
+    """Agent-chosen text made inert for Slack, cut to ``limit``: `&`, `<`, `>` escaped (no mentions or
+    <url|label> links), and the whole text in an inline code span, where Slack applies no `*bold*`,
+    `_italic_` or `~strike~` and links no bare URL; backticks become ' so the span cannot be closed,
+    and line breaks become spaces (a code span is one line)."""
     s = str(text)
     if len(s) > limit:
         s = s[: limit - 1] + "…"
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+    s = s.replace("\r", " ").replace("\n", " ")
+    return f"`{s}`" if s.strip() else "' '"
 
 
 _SLACK_TITLES = {

@@ -37,7 +37,7 @@ from meshguard_gateway.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from meshguard_gateway.gateway import CheckResult, Gateway, iso, valid_trace_id
+from meshguard_gateway.gateway import ACTOR_NAME, CheckResult, Gateway, iso, valid_trace_id
 from meshguard_gateway.identity import InvalidTokenError, admin_token_matches
 from meshguard_gateway.store import AgentRecord, AlertDelivery, Approval, AuditEntry, AuditQuery
 
@@ -117,12 +117,42 @@ async def read_json_object(request: Request, limit: int, *, required: bool = Tru
         raise InvalidRequestError(f"the body is not valid JSON ({exc}); send a JSON object") from None
     if not isinstance(data, dict):
         raise InvalidRequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    infinite = _non_finite_field(data)
+    if infinite is not None:
+        raise InvalidRequestError(
+            f"field '{infinite}' is a number too large for a double (it would be stored as Infinity); "
+            "send a finite number"
+        )
     if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
         raise InvalidRequestError(
             "the body holds a lone UTF-16 surrogate (an escape like \\ud800 without its pair); "
             "send valid Unicode text"
         )
     return data
+
+
+def _non_finite_field(data: dict[str, Any]) -> str | None:
+    """The path of the first number that parsed to +-infinity (``1e999``), or None. Iterative: a body
+    nested as deep as json.loads allows does not overflow the stack here."""
+    stack: list[tuple[str, Any]] = [(str(k), v) for k, v in data.items()]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path[:200]
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return None
+
+
+def _stored_json(text: str) -> Any:
+    """A JSON column as the API shows it; a row stored before non-finite numbers were refused keeps
+    its text as is (what the chain's MAC covers), instead of failing the listing."""
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except ValueError:
+        return text
 
 
 # A JSON escape in the surrogate range; only then can json.loads produce text that is not Unicode.
@@ -173,10 +203,7 @@ def agent_json(a: AgentRecord) -> dict[str, Any]:
 
 
 def approval_json(a: Approval) -> dict[str, Any]:
-    try:
-        context = json.loads(a.context)
-    except ValueError:
-        context = a.context
+    context = _stored_json(a.context) if a.context else a.context
     return {
         "id": a.id, "status": a.status, "agent_id": a.agent_id, "agent_name": a.agent_name, "action": a.action,
         "resource": a.resource, "context": context, "created_at": iso(a.created_at), "expires_at": iso(a.expires_at),
@@ -190,10 +217,7 @@ def audit_json(e: AuditEntry) -> dict[str, Any]:
     ev = e.event
     context: Any = None
     if ev.context:
-        try:
-            context = json.loads(ev.context)
-        except ValueError:
-            context = ev.context
+        context = _stored_json(ev.context)
     out: dict[str, Any] = {
         "id": e.id, "timestamp": iso(ev.timestamp), "kind": ev.kind, "agent_id": ev.agent_id,
         "agent_name": ev.agent_name, "action": ev.action, "resource": ev.resource, "decision": ev.decision,
@@ -358,7 +382,7 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-_ACTOR = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")
+_ACTOR = ACTOR_NAME
 
 
 def admin_actor(request: Request) -> str:
@@ -864,6 +888,9 @@ def create_app(gw: Gateway) -> FastAPI:
 def error_response(exc: MeshGuardError) -> Response:
     """The one error answer (also used by the fast path, which has no FastAPI handlers)."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+    retry_after = getattr(exc, "retry_after", None)  # a 429 that says when to come back (too many watches)
+    if retry_after is not None:  # and the connection is closed: a refused watcher keeps no descriptor
+        headers = {"Retry-After": str(retry_after), "Connection": "close"}
     return _error_response(exc, headers)
 
 

@@ -53,6 +53,21 @@ from meshguard_gateway.store import (
 
 log = logging.getLogger("meshguard.gateway")
 
+# Who did something, as a client names it (X-MeshGuard-Actor, an approval's `by`): printable ASCII
+# only, so that it cannot break a log line or a terminal.
+ACTOR_NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")
+
+
+class TooManyWatchesError(MeshGuardError):
+    """429 for a watch beyond the caps; ``retry_after`` seconds go into the Retry-After header."""
+
+    code = "too_many_watches"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 RESULT_LIMIT = 1000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
@@ -143,6 +158,7 @@ class Gateway:
         self._approval_lock = asyncio.Lock()
         self._waiters: dict[str, asyncio.Event] = {}
         self._revocations: dict[str, asyncio.Event] = {}  # agent id -> set when it is revoked (watch)
+        self._watching: dict[str, int] = {}  # agent id -> watches held now (capped: each holds a socket)
         self.started_at = clock()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -338,6 +354,11 @@ class Gateway:
         if event is not None:
             event.set()
 
+    # A launcher holds one watch per running command; the caps keep one token (or all of them) from
+    # using up the gateway's file descriptors, after which every check would fail.
+    WATCHES_PER_AGENT = 8
+    WATCHES_TOTAL = 512
+
     def release_watchers(self) -> None:
         """Shutting down: every held watch answers now (200 for an agent still active), so that
         uvicorn's graceful shutdown does not wait for them."""
@@ -349,11 +370,25 @@ class Gateway:
         `wait` seconds pass (returns the agent, still active). Woken by revoke_agent, no polling: a
         launcher holds one of these while a command runs, to end that command on revocation."""
         agent = self.authenticate(token)
+        held = self._watching.get(agent.id, 0)
+        if held >= self.WATCHES_PER_AGENT or sum(self._watching.values()) >= self.WATCHES_TOTAL:
+            raise TooManyWatchesError(
+                f"agent {agent.name!r} already holds {held} watches (at most {self.WATCHES_PER_AGENT} per agent, "
+                f"{self.WATCHES_TOTAL} in all): each holds a connection open; retry when one has answered",
+                retry_after=max(1, min(int(wait) or 1, 5)),
+            )
+        self._watching[agent.id] = held + 1
         event = self._revocations.setdefault(agent.id, asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), timeout=wait)
         except asyncio.TimeoutError:
             pass
+        finally:
+            left = self._watching.get(agent.id, 1) - 1
+            if left > 0:
+                self._watching[agent.id] = left
+            else:
+                self._watching.pop(agent.id, None)
         return self.authenticate(token)  # revoked, or expired meanwhile: 401
 
     async def issue_token(self, ref: str, actor: str = "admin") -> tuple[AgentRecord, str, float]:
@@ -602,8 +637,11 @@ class Gateway:
         ``by`` (who decides) defaults to the actor's name; the audit row names both."""
         if by is None:
             by = actor.partition(":")[2] if actor and ":" in actor else "admin"
-        if not isinstance(by, str) or not by.strip() or len(by) > 200:
-            raise InvalidRequestError("field 'by' must be a non-empty string (who decides), up to 200 characters")
+        if not isinstance(by, str) or not ACTOR_NAME.match(by.strip()):
+            raise InvalidRequestError(
+                "field 'by' (who decides) must be 1-128 printable ASCII characters (a person's name or login), "
+                "like the header 'X-MeshGuard-Actor'"
+            )
         if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
             raise InvalidRequestError("field 'reason' must be a string of up to 2000 characters")
         approval = await self.get_approval(approval_id)
@@ -621,7 +659,7 @@ class Gateway:
             self._approval_event(decided, f"approval_{status}", why, actor or _admin_actor(decided.decided_by)),
         )  # fmt: skip
         self._notify(approval.id)
-        log.info("approval %s %s by %s", approval.id, status, decided.decided_by)
+        log.info("approval %s %s by %r", approval.id, status, decided.decided_by)
         return decided
 
     # ---- policies --------------------------------------------------------------------------

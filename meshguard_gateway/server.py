@@ -186,9 +186,29 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
     return 0 if server.started else 1
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every held connection (a watch, a slow
+    client) is a descriptor, and a common soft default (1024) would otherwise fail every check."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.debug("open file limit raised from %s to %s", soft, target)
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open file limit: %s", exc)
+
+
 def run(settings: Settings) -> int:
     """Prepare the state folder, bind, serve. Returns the process exit status."""
     configure_logging(settings.log_level)
+    raise_open_file_limit()
     try:
         settings = prepare_state(settings)
         sock = bind_socket(settings.host, settings.port)

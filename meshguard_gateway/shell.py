@@ -44,6 +44,10 @@ _EXPANDS = re.compile(r"[$`]")
 _NOT_LITERAL_PROGRAM = re.compile(r"[*?\[\]{}~$`]")
 _WRITE_OPS = frozenset({">", ">>", ">|", "&>", "&>>", "<>"})
 _DUP_OPS = frozenset({">&", "<&"})
+# bash reads `&>x`/`&>>x` as "stdout and stderr to x"; dash (AutoGPT's /bin/sh on Debian) reads
+# `ls &>/dev/null touch P` as `ls &` then `>/dev/null touch P`, running `touch`: the meaning depends on
+# the shell, so the line cannot be checked, whatever the target.
+_SHELL_DEPENDENT_OPS = frozenset({"&>", "&>>"})
 _INPUT_OPS = frozenset({"<", "<<", "<<-", "<<<"})
 _SILENT_TARGETS = frozenset({"/dev/null"})
 _CONTAINERS = frozenset({"list", "pipeline", "compound", "if", "for", "while", "until", "function"})
@@ -140,8 +144,15 @@ def _parse(line: str) -> CommandLine:
     except Exception as exc:  # noqa: BLE001 - any parser failure refuses, with what it said
         raise UnreadableCommandLine(f"the shell parser failed on it ({type(exc).__name__})") from None
     walker = _Walker(line)
-    for tree in trees:
-        walker.visit(tree, ())
+    try:
+        for tree in trees:
+            walker.visit(tree, ())
+    except UnreadableCommandLine:
+        raise
+    except RecursionError:
+        raise UnreadableCommandLine("it is nested too deeply to analyse") from None
+    except Exception as exc:  # noqa: BLE001 - a tree shape we did not foresee refuses, never a 500
+        raise UnreadableCommandLine(f"its parsed form could not be analysed ({type(exc).__name__})") from None
     if not walker.commands:
         raise UnreadableCommandLine("it contains no command")
     return CommandLine(line, tuple(walker.commands))
@@ -243,8 +254,17 @@ class _Walker:
         heredoc = getattr(node, "heredoc", None)
         if heredoc is not None and _EXPANDS.search(getattr(heredoc, "value", "") or ""):
             raise UnreadableCommandLine("it has a here-document that expands $ or backticks, which is not analysed")
+        if op in _SHELL_DEPENDENT_OPS:
+            raise UnreadableCommandLine(
+                f"it uses the redirection '{_show(op)}', which /bin/sh (dash) reads as '&' followed by a "
+                "redirection, so what runs depends on the shell; write '>file 2>&1' instead"
+            )
         if isinstance(output, int) or output is None:
             return Redirection(op, None)
+        if isinstance(output, str):  # `2>&-`, `<&-`: bashlex gives the closing '-' as a bare string
+            if op in _DUP_OPS and (output.isdigit() or output == "-"):
+                return Redirection(op, None)
+            raise UnreadableCommandLine(f"it uses the redirection '{_show(op)}{_show(output)}', which is not analysed")
         self.word_parts(output)
         target = output.word
         if op in _DUP_OPS and (target.isdigit() or target == "-"):

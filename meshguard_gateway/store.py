@@ -15,11 +15,13 @@ order and a reader following ``after=<id>`` sees no gaps and no duplicates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -362,9 +364,14 @@ _APPROVAL_COLUMNS = (
 def _audit_params(e: AuditEvent) -> tuple[Any, ...]:
     """The column values as SQLite gives them back (a float time, 0/1), which is what the chain seals."""
     return (
-        float(e.timestamp), e.kind, e.agent_id, e.agent_name, e.action, e.resource, e.decision, int(e.enforced),
+        _sealed_float(e.timestamp), e.kind, e.agent_id, e.agent_name, e.action, e.resource, e.decision, int(e.enforced),
         e.policy, e.rule, e.reason, e.trace_id, e.decision_id, e.approval_id, e.context, e.actor,
     )  # fmt: skip
+
+
+def _sealed_float(value: float) -> float:
+    """A float as SQLite gives it back: -0.0 is stored as 0.0, so the MAC must be sealed over 0.0."""
+    return float(value) + 0.0
 
 
 def _insert_audit(conn: sqlite3.Connection, e: AuditEvent) -> int:
@@ -378,8 +385,8 @@ def _insert_audit(conn: sqlite3.Connection, e: AuditEvent) -> int:
 def _insert_record(conn: sqlite3.Connection, r: OutcomeRecord) -> int:
     """Insert one outcome record inside a writer job, chained after the last one."""
     params = (
-        float(r.timestamp), r.agent_id, r.decision_id, r.action, r.resource, r.status, r.result,
-        None if r.duration_ms is None else float(r.duration_ms),
+        _sealed_float(r.timestamp), r.agent_id, r.decision_id, r.action, r.resource, r.status, r.result,
+        None if r.duration_ms is None else _sealed_float(r.duration_ms),
     )  # fmt: skip
     rid, prev, mac = _chains_of(conn).records.seal(params)
     conn.execute(
@@ -447,6 +454,8 @@ def _log_lost_audit(fut: asyncio.Future[Any]) -> None:
 # but anyone can recompute it. The gateway always passes its secret key (config.chain_key).
 UNKEYED_CHAIN_KEY = b"meshguard unkeyed audit chain: detects accidents, not tampering"
 _CHAINED_TABLES = ("audit_log", "records")
+_CHAIN_SCHEMA = 4  # the migration that adds the chain (see _MIGRATIONS); only it chains rows it finds
+AUDIT_CHAIN_RESET_FILE = "audit_chain_reset"  # in the state folder, next to the head file
 _HEAD_SIZE = 1024  # the head file is rewritten in place at a fixed size (one page, one write)
 
 
@@ -831,6 +840,8 @@ class SQLiteStore:
                 for statement in _MIGRATIONS[number - 1].split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                if number == _CHAIN_SCHEMA:  # the only moment rows without a MAC are legitimate
+                    self._start_chain(conn, legacy=True)
                 conn.execute(f"PRAGMA user_version = {number}")
                 conn.execute("COMMIT")
             except Exception:
@@ -854,22 +865,20 @@ class SQLiteStore:
             if meta == {}:
                 raise StoreError(f"database {self.path}: the audit chain metadata (table audit_chain) is unreadable; "
                                  "restore the database from a backup")  # fmt: skip
+            resets: list[str] = []
             if meta is None:
-                meta = {"chain_id": uuid.uuid4().hex, "key_id": ours, "created_at": now, "anchors": {}, "legacy": {}}
-                for table in _CHAINED_TABLES:
-                    n, through = _chain_existing_rows(conn, table, self._chain_key)
-                    if n:
-                        meta["legacy"][table] = {"through": through, "rows": n, "chained_at": now}
-                        log.warning("database %s: %d %s rows written before the audit chain existed were chained "
-                                    "now; edits made to them before today cannot be detected", self.path, n, table)  # fmt: skip
-                _save_chain_meta(conn, self._chain_key, meta)
+                meta = self._restart_chain(conn, resets)
             elif meta.get("key_id") != ours:
                 raise StoreError(
                     f"database {self.path} was chained with audit chain key {meta.get('key_id')}, but this gateway's "
                     f"key is {ours}: restore the key it was written with (AUDIT_CHAIN_KEY, or audit_chain_key in "
                     "the state folder it ran with), or give this gateway another --db"
                 )
-            elif not meta_ok:
+            shape = _meta_shape_problem(meta)
+            if shape is not None:
+                raise StoreError(f"database {self.path}: the audit chain metadata (table audit_chain) is malformed "
+                                 f"({shape}); restore the database from a backup")  # fmt: skip
+            if not meta_ok:
                 log.error("database %s: the audit chain metadata does not match its MAC (edited?); "
                           "`meshguard audit verify` reports it", self.path)  # fmt: skip
             chains.chain_id = str(meta.get("chain_id") or "")
@@ -882,28 +891,106 @@ class SQLiteStore:
                 ends[table] = int(last[0]) if last else 0
                 ch.next_id = max(ends[table], int(seq[0]) if seq else 0, int(anchor.get("id") or 0)) + 1
                 ch.head = (last[1] if last else None) or str(anchor.get("mac") or _chain.GENESIS)
-            for problem in self._tail_problems(conn, chains, anchors, ends):
+            for problem in self._tail_problems(conn, chains, anchors, ends, resets):
                 log.error("database %s: %s", self.path, problem)
                 _insert_audit(conn, AuditEvent(
                     timestamp=now, kind="admin", agent_id=None, agent_name=None, action="admin:audit", resource=None,
                     decision="audit_truncated", enforced=True, policy=None, rule=None, reason=problem, trace_id=None,
                     decision_id=None, actor="gateway",
                 ))  # fmt: skip
+            for what in resets:
+                _insert_audit(conn, AuditEvent(
+                    timestamp=now, kind="admin", agent_id=None, agent_name=None, action="admin:audit", resource=None,
+                    decision="audit_chain_reset", enforced=True, policy=None, rule=None, reason=what, trace_id=None,
+                    decision_id=None, actor="operator (state folder)",
+                ))  # fmt: skip
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if resets and self._reset_path is not None:
+            with contextlib.suppress(OSError):
+                self._reset_path.unlink()
         chains.write_head()
         return chains
 
+    @property
+    def _reset_path(self) -> Path | None:
+        """The file an operator creates in the state folder to restart the chain deliberately (its
+        text is the reason, audited). Only someone who can write the state folder can do it, unlike
+        someone who can only write the database."""
+        return self.head_path.with_name(AUDIT_CHAIN_RESET_FILE) if self.head_path is not None else None
+
+    def _reset_reason(self) -> str | None:
+        path = self._reset_path
+        if path is None or not path.exists():
+            return None
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+        text = re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", text)[:300]
+        return text or "no reason given"
+
+    def _start_chain(self, conn: sqlite3.Connection, *, legacy: bool, note: str = "") -> dict[str, Any]:
+        """New chain metadata; with ``legacy``, the rows already there are chained as they are."""
+        now = time.time()
+        meta: dict[str, Any] = {"chain_id": uuid.uuid4().hex, "key_id": _chain.key_id(self._chain_key),
+                                "created_at": now, "anchors": {}, "legacy": {}}  # fmt: skip
+        if legacy:
+            for table in _CHAINED_TABLES:
+                n, through = _chain_existing_rows(conn, table, self._chain_key)
+                if n:
+                    meta["legacy"][table] = {"through": through, "rows": n, "chained_at": now}
+                    if note:
+                        meta["legacy"][table]["note"] = note
+                    log.warning("database %s: %d %s rows %s were chained now; edits made to them before today cannot "
+                                "be detected", self.path, n, table, note or "written before the audit chain existed")  # fmt: skip
+        _save_chain_meta(conn, self._chain_key, meta)
+        return meta
+
+    def _restart_chain(self, conn: sqlite3.Connection, resets: list[str]) -> dict[str, Any]:
+        """No chain metadata on a database already at the chain schema. Empty tables: a new chain.
+        Rows: the metadata was deleted (re-chaining them would launder any edit), so refuse unless
+        the operator asked for it through the reset file."""
+        rows = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in _CHAINED_TABLES}
+        if not any(rows.values()):
+            return self._start_chain(conn, legacy=False)
+        reason = self._reset_reason()
+        reset_file = self._reset_path or f"<state folder>/{AUDIT_CHAIN_RESET_FILE}"
+        if reason is None:
+            raise StoreError(
+                f"database {self.path} has {rows['audit_log']} audit rows and {rows['records']} outcome records but "
+                "no audit chain metadata (the audit_chain table is empty): it was deleted, so the trail cannot be "
+                "trusted and is not re-chained. Inspect it with `sqlite3 " + str(self.path) + " 'SELECT * FROM "
+                "audit_log ORDER BY id'` and restore the database from a backup; to accept the rows as they are "
+                f"and start a new chain deliberately, write the reason into {reset_file} "
+                "and start the gateway again (the reset is audited; see docs/security.md)"
+            )
+        resets.append(f"audit chain restarted by the operator: the chain metadata was missing and "
+                      f"{rows['audit_log']} audit rows and {rows['records']} records were chained as they were; "
+                      f"reason: {reason}")  # fmt: skip
+        return self._start_chain(conn, legacy=True, note=f"re-chained by the operator's reset ({reason[:80]})")
+
     def _tail_problems(
-        self, conn: sqlite3.Connection, chains: _ChainState, anchors: dict[str, Any], ends: dict[str, int]
+        self, conn: sqlite3.Connection, chains: _ChainState, anchors: dict[str, Any], ends: dict[str, int],
+        resets: list[str],
     ) -> list[str]:
         head = read_head_file(self.head_path)
         if head is None:
             return []
         if head.get("chain_id") != chains.chain_id:
-            log.warning("audit chain head %s belongs to another database; it is replaced by this one's", self.head_path)
+            reason = self._reset_reason()
+            if reason is None:
+                raise StoreError(
+                    f"the audit chain head {self.head_path} names chain {str(head.get('chain_id'))[:40]!r}, but database "
+                    f"{self.path} holds chain {chains.chain_id!r}: the database was replaced (or its chain restarted), "
+                    "or the head is from another gateway. Compare them with `meshguard audit verify` on an export, "
+                    "restore the database that goes with this state folder, or, to accept this database "
+                    f"deliberately, write the reason into {self._reset_path} and start again (audited; see docs/security.md)"
+                )
+            resets.append(f"audit chain head {self.head_path} of chain {str(head.get('chain_id'))[:40]} replaced by "
+                          f"this database's chain {chains.chain_id} at the operator's request; reason: {reason}")  # fmt: skip
             return []
         problems = []
         for table in _CHAINED_TABLES:
@@ -1351,6 +1438,23 @@ def _load_chain_meta(conn: sqlite3.Connection, key: bytes) -> tuple[dict[str, An
     return doc, isinstance(stated, str) and stated == _chain.tag(key, doc)
 
 
+def _meta_shape_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the metadata's shape (edited by hand or by an attacker), or None."""
+    for section in ("anchors", "legacy"):
+        value = meta.get(section)
+        if value is not None and not isinstance(value, dict):
+            return f"'{section}' is not an object"
+    for table, anchor in (meta.get("anchors") or {}).items():
+        if not isinstance(anchor, dict):
+            return f"the {str(table)[:40]!r} anchor is not an object"
+        rid, mac = anchor.get("id"), anchor.get("mac")
+        if isinstance(rid, bool) or not isinstance(rid, int) or rid < 0:
+            return f"the {str(table)[:40]!r} anchor's id {str(rid)[:40]!r} is not a row number"
+        if not isinstance(mac, str):
+            return f"the {str(table)[:40]!r} anchor's mac is not text"
+    return None
+
+
 def _save_chain_meta(conn: sqlite3.Connection, key: bytes, meta: dict[str, Any]) -> None:
     doc = {k: v for k, v in meta.items() if k != "tag"}
     doc["tag"] = _chain.tag(key, doc)
@@ -1381,9 +1485,7 @@ def _verify_db(conn: sqlite3.Connection, key: bytes, head: dict[str, Any] | None
     if meta is None:
         meta, meta_ok = {}, False
     key_ok = meta.get("key_id") == _chain.key_id(key)
-    if head is not None and head.get("chain_id") != meta.get("chain_id"):
-        head = None
-        where += " (it belongs to another database)"
+    foreign_head = head is not None and head.get("chain_id") != meta.get("chain_id")
     for table in _CHAINED_TABLES:
         rep = _chain.TableReport(table)
         reports.append(rep)
@@ -1391,8 +1493,17 @@ def _verify_db(conn: sqlite3.Connection, key: bytes, head: dict[str, Any] | None
             rep.fail(None, f"this database was chained with key {meta.get('key_id')}, not with this key "
                            f"({_chain.key_id(key)})" if meta.get("key_id") else "this database has no chain metadata")  # fmt: skip
             continue
+        shape = _meta_shape_problem(meta)
+        if shape is not None:
+            rep.fail(None, f"the chain metadata (audit_chain table) is malformed: {shape}")
+            continue
         if not meta_ok:
             rep.fail(None, "the chain metadata (audit_chain table: anchors, key) does not match its MAC: it was edited")
+        if foreign_head:
+            other = str((head or {}).get("chain_id"))[:40]
+            rep.fail(None, f"the head file {where} names another chain ({other}) than this database's "
+                           f"({meta.get('chain_id')}): database replaced or head from another gateway")  # fmt: skip
+            continue
         anchor = (meta.get("anchors") or {}).get(table)
         start_prev, start_after, start_text = _chain.GENESIS, None, None
         if isinstance(anchor, dict):
@@ -1400,7 +1511,10 @@ def _verify_db(conn: sqlite3.Connection, key: bytes, head: dict[str, Any] | None
             start_text = (f"the purge anchor: rows up to {start_after} were deleted by retention "
                           f"({iso(anchor.get('at'))}); verified from the row after it")  # fmt: skip
         legacy = (meta.get("legacy") or {}).get(table)
-        if isinstance(legacy, dict):
+        if isinstance(legacy, dict) and legacy.get("note"):
+            rep.notes.append(f"rows up to {legacy.get('through')} were {legacy.get('note')} "
+                             f"({iso(legacy.get('chained_at'))}): edits made to them before then cannot be detected")
+        elif isinstance(legacy, dict):
             rep.notes.append(
                 f"rows up to {legacy.get('through')} were written before the audit chain existed and were chained "
                 f"when this gateway version first opened the database ({iso(legacy.get('chained_at'))}): edits made "

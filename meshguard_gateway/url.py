@@ -149,9 +149,22 @@ def host_matches(host: str, pattern: str) -> bool:
     itself; any other pattern matches only the host it names. Hosts and patterns are lower case."""
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
-    if ":" in pattern:  # IPv6: compare as addresses, whatever the spelling
-        try:
-            return ipaddress.ip_address(host) == ipaddress.ip_address(pattern)
-        except ValueError:
-            return False
+    wanted = _pattern_address(pattern)
+    if wanted is not None:  # an address: compare as addresses, whatever the spelling (2852039166, 0xa9fea9fe, 10.1,
+        given = literal_address(host)  # octal, [::ffff:169.254.169.254] all name 169.254.169.254 / 10.0.0.1)
+        return given is not None and _unwrapped(given) == wanted
     return host == pattern
+
+
+def _pattern_address(pattern: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address an IP pattern names (IPv4-mapped IPv6 unwrapped), or None for a name pattern."""
+    try:
+        return _unwrapped(ipaddress.ip_address(pattern))
+    except ValueError:
+        return None
+
+
+def _unwrapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

@@ -134,3 +134,19 @@ def test_destinations_from_a_file_are_read_at_start(tmp_path: Path) -> None:
     listed.write_text('[{"url": "https://alerts.example.com/hook", "format": "teams"}]')
     with pytest.raises(ConfigError, match=r"ALERT_WEBHOOKS_FILE .*alerts.json: destination 1: 'format' is 'teams'"):
         prepare_state(load_settings({**base, "ALERT_WEBHOOKS_FILE": str(listed)}))
+
+
+def test_slack_body_shows_agent_text_verbatim_without_formatting_or_links() -> None:
+    """`*`, `_`, `~` and bare URLs from the agent would be bold/italic/struck/linked in Slack: every
+    piece of agent text is an inline code span, which Slack shows as typed."""
+    resource = "*URGENT* _click_ ~here~ https://evil.example/login and `rm -rf` end"
+    body = slack_body(_alert(resource=resource, reason="see https://evil.example\nnow"), "http://gw", "enforce")
+    texts = [body["text"]] + [b["text"]["text"] for b in body["blocks"] if b.get("type") == "section" and "text" in b]
+    texts += [f["text"] for b in body["blocks"] for f in b.get("fields", [])]
+    for text in texts:
+        # outside the code spans (even-numbered pieces between backticks) no agent text remains
+        outside = "".join(text.split("`")[0::2])
+        assert "https://evil" not in outside and "*URGENT*" not in outside and "~here~" not in outside, text
+        assert text.count("`") % 2 == 0, text
+    field = next(f["text"] for b in body["blocks"] for f in b.get("fields", []) if f["text"].startswith("*Resource*"))
+    assert field == "*Resource*\n`*URGENT* _click_ ~here~ https://evil.example/login and 'rm -rf' end`"

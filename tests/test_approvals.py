@@ -193,3 +193,17 @@ def test_the_same_request_asked_at_once_gets_one_approval(gw: LiveGateway) -> No
     assert {a.status_code for a in answers} == {403}
     assert len({a.json()["approval_id"] for a in answers}) == 1
     assert len(gw.admin("GET", "/admin/approvals", params={"status": "pending"}).json()["approvals"]) == 1
+
+
+def test_decider_name_cannot_forge_log_lines(gw: LiveGateway) -> None:
+    """`by` follows the X-MeshGuard-Actor rule (printable ASCII): a newline or an escape sequence in
+    it would write a fake line into the gateway's log, or into an operator's terminal."""
+    _, token = gw.create_agent("deployer", tags=["ops"])
+    apr = ask(gw, token).json()["approval_id"]
+    forged = "bob\n2026-12-03 12:00:00,000 WARNING meshguard: agent revoked: deployer (forged)\x1b[2J"
+    for by in (forged, "x\ty", "é", "a" * 129):
+        resp = gw.admin("POST", f"/admin/approvals/{apr}/approve", json={"by": by})
+        assert resp.status_code == 400 and "'by'" in resp.json()["message"], (by, resp.text)
+    assert gw.admin("GET", f"/admin/approvals/{apr}").json()["status"] == "pending"  # unchanged
+    assert "forged" not in gw.log()
+    assert gw.admin("POST", f"/admin/approvals/{apr}/approve", json={"by": "bob o'neil"}).status_code == 200

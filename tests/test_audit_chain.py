@@ -344,3 +344,112 @@ def test_a_failed_batch_falls_back_row_by_row_and_the_chain_holds(tmp_path: Path
     body, written, records = asyncio.run(run())
     assert body["ok"] is True, body
     assert (body["tables"][0]["rows"], body["tables"][1]["rows"]) == (written, records)
+
+
+# --------------------------------------------------------------------------- review 3: H1, L3
+
+
+def test_deleted_chain_metadata_refuses_start_instead_of_laundering_edits(start_gateway: Start) -> None:
+    """With write access to the database only, deleting the metadata row must not get edited rows
+    re-chained as "legacy": the gateway refuses to start, and only the operator's reset file (in the
+    state folder, out of a database writer's reach) restarts the chain, with an audit row."""
+    gw = start_gateway()
+    traffic(gw, 6)
+    gw.stop()
+    tamper(gw.db_path, "UPDATE audit_log SET decision = 'allow', reason = 'ok' WHERE decision = 'deny'",
+           "DELETE FROM audit_chain")  # fmt: skip
+    with pytest.raises(RuntimeError, match="no audit chain metadata") as refused:
+        start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir)
+    assert "audit_chain_reset" in str(refused.value)
+
+    (gw.state_dir / "audit_chain_reset").write_text("restored by hand after incident 42\n")
+    gw2 = start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir)
+    assert not (gw2.state_dir / "audit_chain_reset").exists()  # used once
+    body = verify(gw2)
+    assert body["ok"] is True, body
+    assert "re-chained by the operator's reset" in " ".join(body["tables"][0]["notes"])
+    rows = gw2.admin("GET", "/admin/audit", params={"limit": 500}).json()["entries"]
+    reset = [e for e in rows if e["decision"] == "audit_chain_reset"]
+    assert reset and "incident 42" in reset[0]["reason"]
+
+
+def test_a_database_from_another_chain_refuses_start_and_fails_verify(start_gateway: Start, tmp_path: Path) -> None:
+    """Another database chained with the same key, swapped in, is not accepted silently; a head
+    file from another chain fails verify."""
+    first, other = start_gateway(), start_gateway()
+    traffic(first, 3)
+    traffic(other, 3)
+    other_head = (other.state_dir / "audit_head").read_bytes()
+    (first.state_dir / "audit_head").write_bytes(other_head)  # while it runs: verify sees it at once
+    body = verify(first)
+    assert body["ok"] is False and "database replaced or head from another gateway" in body["first_problem"]["problem"]
+    first.stop()
+    other.stop()
+    with pytest.raises(RuntimeError, match="database was replaced"):
+        start_gateway(first.policies_dir, db_path=first.db_path, state_dir=first.state_dir)
+    (first.state_dir / "audit_chain_reset").write_text("moved the state folder on purpose")
+    again = start_gateway(first.policies_dir, db_path=first.db_path, state_dir=first.state_dir)
+    assert verify(again)["ok"] is True
+
+
+def test_a_malformed_anchor_is_a_verify_failure_and_a_clear_start_error(start_gateway: Start) -> None:
+    gw = start_gateway()
+    traffic(gw, 2)
+    conn = sqlite3.connect(gw.db_path)
+    doc = json.loads(conn.execute("SELECT value FROM audit_chain WHERE name = 'chain'").fetchone()[0])
+    doc["anchors"] = {"audit_log": {"id": "abc", "mac": "x"}}
+    conn.execute("UPDATE audit_chain SET value = ? WHERE name = 'chain'", (json.dumps(doc),))
+    conn.commit()
+    conn.close()
+    body = verify(gw)
+    assert body["ok"] is False and "malformed" in json.dumps(body)
+    gw.stop()
+    with pytest.raises(RuntimeError, match="malformed") as refused:
+        start_gateway(gw.policies_dir, db_path=gw.db_path, state_dir=gw.state_dir)
+    assert "Traceback" not in str(refused.value)
+
+
+# --------------------------------------------------------------------------- review 3: M3, M2
+
+
+def test_a_negative_zero_duration_does_not_look_like_tampering(gateway: LiveGateway) -> None:
+    """SQLite stores -0.0 as 0.0: the MAC must be sealed over what it gives back."""
+    _, token = gateway.create_agent("zero")
+    resp = httpx.post(gateway.url + "/proxy/governance/record", content='{"action":"read:workspace","duration_ms":-0.0}',
+                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+    assert resp.status_code == 201, resp.text
+    body = verify(gateway)
+    assert body["ok"] is True, body["first_problem"]
+
+
+def test_a_number_that_overflows_is_refused_and_old_rows_with_one_still_list(start_gateway: Start,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    db = tmp_path / "old-inf.db"
+
+    async def old_row() -> None:  # what an earlier gateway stored for {"x": 1e999}, sealed as it was then
+        store = SQLiteStore(db, chain_key=AUDIT_CHAIN_KEY.encode())
+        await store.open()
+        try:
+            await store.append_audit(AuditEvent(time.time(), "check", None, "old", "read:workspace", "a", "deny",
+                                                True, "p", "r", "no", "t", "dec_inf", None, '{"x":Infinity}'))  # fmt: skip
+        finally:
+            await store.close()
+
+    asyncio.run(old_row())
+    gateway = start_gateway(db_path=db)
+    _, token = gateway.create_agent("inf")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for body, field in (('{"action":"read:workspace","resource":"a","context":{"x":1e999}}', "context.x"),
+                        ('{"action":"read:workspace","resource":"a","context":{"y":[1,-1e999]}}', "context.y[1]")):
+        resp = httpx.post(gateway.url + "/proxy/governance/check", content=body, headers=headers)
+        assert resp.status_code == 400 and f"'{field}'" in resp.json()["message"], resp.text
+    listing = gateway.admin("GET", "/admin/audit", params={"limit": 100})
+    assert listing.status_code == 200, listing.text
+    assert [e["context"] for e in listing.json()["entries"] if e["decision_id"] == "dec_inf"] == ['{"x":Infinity}']
+    out = tmp_path / "e.jsonl"
+    r = cli(gateway, tmp_path, "audit", "export", "--format", "jsonl", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    key = tmp_path / "chain.key"
+    key.write_text(AUDIT_CHAIN_KEY + "\n")
+    r = cli(gateway, tmp_path, "audit", "verify", "--file", str(out), "--key-file", str(key))
+    assert r.returncode == 0, r.stdout + r.stderr

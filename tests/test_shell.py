@@ -55,7 +55,7 @@ def test_shell_keeps_assignments_and_redirections() -> None:
     writes = [(r.op, r.target) for r in cmd.redirections if r.writes_file]
     assert writes == [(">", "out.txt")]  # 2>&1 and < read nothing new
     assert [r.writes_file for r in parse_command_line("ls >/dev/null 2>&1").commands[0].redirections] == [False, False]
-    for line in ("ls >> log", "ls &> log", "ls >| log", "ls 3<> log", "ls >&log"):
+    for line in ("ls >> log", "ls >| log", "ls 3<> log", "ls >&log"):
         assert any(r.writes_file for r in parse_command_line(line).commands[0].redirections), line
 
 
@@ -176,3 +176,21 @@ def test_shell_known_lines_match_sh(stub_path: Path, tmp_path: Path, line: str) 
     listed = {c.words[0] for c in parse_command_line(line).commands if c.words} - {"f", "false"}  # a function and a builtin
     assert started == listed, (line, started, listed)
     assert os.path.exists(tmp_path / "log")
+
+
+@pytest.mark.parametrize("line", ["pa &>/dev/null pb", "pa &>>/dev/null pb", "pa &>out pb", "pa x &>/dev/null"])
+def test_shell_ampersand_redirection_is_refused_because_dash_reads_it_as_background(
+    stub_path: Path, tmp_path: Path, line: str
+) -> None:
+    """dash reads `pa &>/dev/null pb` as `pa &` then `>/dev/null pb`: bash's reading would miss `pb`."""
+    with pytest.raises(UnreadableCommandLine, match="&>"):
+        parse_command_line(line)
+    started = set(run_in_sh(line, stub_path, tmp_path))
+    if os.path.realpath("/bin/sh").endswith("dash") and line.endswith("pb"):
+        assert started == {"pa", "pb"}, started  # why it is refused: sh starts a program bash would not
+
+
+@pytest.mark.parametrize("line", ["ls 2>&-", "ls <&-", "ls >&-", "ls 1>&2 2>&-"])
+def test_shell_closing_a_descriptor_is_read_not_an_error(line: str) -> None:
+    (cmd,) = parse_command_line(line).commands
+    assert cmd.words == ("ls",) and not any(r.writes_file for r in cmd.redirections)

@@ -101,3 +101,27 @@ def test_url_resolver_resolves_names_and_leaves_the_rest() -> None:
 def test_url_resolver_reports_a_name_that_does_not_resolve() -> None:
     got = asyncio.run(resolve_url_host("https://no-such-host.invalid/", timeout=3))
     assert got is not None and got.addresses == () and got.error
+
+
+@pytest.mark.parametrize(
+    ("url", "pattern"),
+    [
+        ("http://169.254.169.254/", "169.254.169.254"), ("http://2852039166/latest/", "169.254.169.254"),
+        ("http://0xa9fea9fe/", "169.254.169.254"), ("http://169.254.43518/", "169.254.169.254"),
+        ("http://0251.0376.0251.0376/", "169.254.169.254"), ("http://[::ffff:169.254.169.254]/", "169.254.169.254"),
+        ("http://[::ffff:a9fe:a9fe]/", "169.254.169.254"), ("http://169.254.169.254/", "::ffff:169.254.169.254"),
+        ("http://10.1/", "10.0.0.1"), ("http://[::ffff:a00:1]/", "10.0.0.1"), ("http://[0::1]/", "::1"),
+    ],
+)
+def test_url_ip_pattern_matches_every_spelling_of_the_address(url: str, pattern: str) -> None:
+    """A `hosts` deny naming an address is not bypassed by another spelling a resolver reads the same way."""
+    _, host = split_url(url)
+    assert host_matches(host, pattern) is True
+
+
+@pytest.mark.parametrize(("url", "pattern"), [("http://169.254.169.253/", "169.254.169.254"),
+                                              ("http://10.0.0.1.example.com/", "10.0.0.1"),
+                                              ("http://[::ffff:10.0.0.2]/", "10.0.0.1")])  # fmt: skip
+def test_url_ip_pattern_does_not_match_other_hosts(url: str, pattern: str) -> None:
+    _, host = split_url(url)
+    assert host_matches(host, pattern) is False
