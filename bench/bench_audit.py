@@ -33,6 +33,7 @@ from typing import Any
 
 from _harness import (
     ADMIN_TOKEN,
+    AUDIT_CHAIN_KEY,
     BENCH_POLICY,
     VENV_PY,
     BenchError,
@@ -337,7 +338,7 @@ def time_store(db: Path, qs: list[dict[str, Any]], now: float, repeats: int) -> 
         return conn
 
     async def main() -> None:
-        st = store_mod.SQLiteStore(db)
+        st = store_mod.SQLiteStore(db, chain_key=AUDIT_CHAIN_KEY.encode())  # the key its gateway sealed with
         st._connect = connect.__get__(st)  # type: ignore[method-assign]
         await st.open()
         try:
@@ -522,6 +523,9 @@ def run(s: dict[str, Any]) -> dict[str, Any]:
             if s["export"]:
                 print("[bench_audit] exporting every row with `meshguard audit export` ...", file=sys.stderr, flush=True)
                 result["export"] = export(gw, tmp / "export.csv")
+                # the gateway's own rows (its start records the policies it loaded) count too
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as ro:
+                    result["export"]["audit_rows"] = ro.execute("SELECT count(*) FROM audit_log").fetchone()[0]
         finally:
             gw.stop()
         note = time_store(db, qs, now, s["repeats"])
